@@ -1,0 +1,134 @@
+"""Classification: ``<root>/<dataset>/<class>/<image>`` -> one label per image."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dermdl import evaluate, plots
+from dermdl.images import open_rgb
+from dermdl.io import atomic_write_json, atomic_write_text
+from dermdl.layout.folders import scan_classification
+from dermdl.models import ModelConfig, build_classifier
+from dermdl.prepare import prepare_image, resize
+from dermdl.tasks import Task
+
+
+def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str) -> dict[str, Any]:
+    """Resize one image into the prepared tree; the record is what later stages read."""
+    dst_rel = str(Path(relative).with_suffix(".png"))
+    width, height = prepare_image(source, dst_root / dst_rel, size, policy)
+    return {"path": dst_rel, "source": relative, "target": target, "width": width, "height": height}
+
+
+def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], params: Any, norm: Any):
+    """fastai DataLoaders: prepared images resized to ``input_size``, rotation/flip/colour augmentation."""
+    from fastai.vision.all import (
+        CategoryBlock,
+        DataBlock,
+        ImageBlock,
+        IndexSplitter,
+        Normalize,
+        Resize,
+        aug_transforms,
+    )
+
+    records = list(train) + list(valid)
+    batch_tfms = []
+    if params.augment:
+        # Dermoscopy has no canonical orientation: rotate fully and flip both ways.
+        batch_tfms += aug_transforms(flip_vert=True, max_rotate=180.0, max_zoom=1.15, max_lighting=0.2, max_warp=0.1)
+    batch_tfms.append(Normalize.from_stats(*norm))
+    block = DataBlock(
+        blocks=(ImageBlock, CategoryBlock(vocab=classes)),
+        get_x=itemgetter("abspath"),
+        get_y=itemgetter("target"),
+        splitter=IndexSplitter(list(range(len(train), len(records)))),
+        item_tfms=Resize(params.input_size, method="squish"),
+        batch_tfms=batch_tfms,
+    )
+    return block.dataloaders(records, bs=params.bs, num_workers=params.workers, shuffle=True)
+
+
+def loss_and_metrics(params: Any):
+    from fastai.vision.all import BalancedAccuracy, CrossEntropyLossFlat, F1Score, accuracy
+
+    return CrossEntropyLossFlat(), [accuracy, BalancedAccuracy(), F1Score(average="macro")]
+
+
+def _to_tensor(image, config: ModelConfig) -> torch.Tensor:
+    from PIL import Image
+
+    image = resize(image, config.preprocess_size, config.resize)
+    image = image.resize((config.input_size, config.input_size), Image.Resampling.BILINEAR)
+    array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    mean = torch.tensor(config.mean).view(3, 1, 1)
+    std = torch.tensor(config.std).view(3, 1, 1)
+    return (array - mean) / std
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 64) -> np.ndarray:
+    """Class probabilities (n, k) for any images, prepared or raw: the training geometry is re-applied."""
+    device = next(model.parameters()).device
+    model.eval()
+    out = []
+    for start in range(0, len(paths), bs):
+        batch = torch.stack([_to_tensor(open_rgb(p), config) for p in paths[start : start + bs]]).to(device)
+        out.append(torch.softmax(model(batch).float(), dim=1).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(config.classes)), dtype=np.float32)
+
+
+def write_predictions(records: Sequence[dict], probs: np.ndarray, config: ModelConfig, path: Path) -> Path:
+    """CSV: path, true label (empty for new images), predicted label, one probability column per class."""
+    frame = pd.DataFrame(
+        {
+            "path": [r["source"] for r in records],
+            "true_label": [r.get("target") or "" for r in records],
+            "predicted_label": [config.classes[i] for i in probs.argmax(axis=1)] if len(probs) else [],
+        }
+    )
+    for index, name in enumerate(config.classes):
+        frame[f"prob_{name}"] = probs[:, index] if len(probs) else []
+    return atomic_write_text(path, frame.to_csv(index=False, float_format="%.6f"))
+
+
+def analyze(predictions: Path, config: ModelConfig, params: Any, plots_dir: Path, name: str) -> dict:
+    """Metrics with bootstrap CIs, DVC plot data and PNG figures for one test set."""
+    frame = pd.read_csv(predictions, keep_default_na=False)
+    classes = config.classes
+    unknown = sorted(set(frame["true_label"]) - set(classes))
+    if unknown:
+        raise ValueError(f"{predictions}: true labels {unknown} are not among the model's classes {classes}")
+    y_true = frame["true_label"].map(classes.index).to_numpy()
+    probs = frame[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float64)
+    metrics = evaluate.classification_metrics(y_true, probs, classes, n_boot=params.n_boot, ci=params.ci, seed=params.seed)
+    y_pred = probs.argmax(axis=1)
+    atomic_write_json(plots_dir / "confusion" / f"{name}.json", plots.confusion_records(y_true, y_pred, classes))
+    for index, cls in enumerate(classes):
+        atomic_write_json(plots_dir / "roc" / f"{name}--{cls}.json", plots.roc_points(y_true, probs, index))
+    figures = plots_dir / "figures"
+    plots.plot_metric_bars(metrics, figures / f"{name}_metrics.png", title=f"{name}: per-class metrics, 95% CI")
+    plots.plot_confusion_matrix(y_true, y_pred, classes, figures / f"{name}_confusion.png", title=f"{name}: confusion")
+    plots.plot_roc_curves(y_true, probs, classes, figures / f"{name}_roc.png", title=f"{name}: one-vs-rest ROC")
+    return metrics
+
+
+TASK = Task(
+    name="classification",
+    scan=scan_classification,
+    prepare_item=prepare_item,
+    dataloaders=dataloaders,
+    build_model=build_classifier,
+    loss_and_metrics=loss_and_metrics,
+    predict=predict,
+    write_predictions=write_predictions,
+    analyze=analyze,
+    table=evaluate.format_table,
+)
