@@ -177,9 +177,9 @@ def load_model(directory: str | Path) -> tuple[nn.Module, ModelConfig]:
     config = ModelConfig.from_json(config_path)
     if config.dermdl_version != dermdl.__version__:
         warnings.warn(f"{directory}: trained with dermdl {config.dermdl_version}, running {dermdl.__version__}")
-    if config.task != "classification":
-        raise ValueError(f"{config_path}: task {config.task!r} models are not supported by this dermdl version")
-    model, _ = build_classifier(config.arch, len(config.classes), pretrained=False)
+    from dermdl.tasks import get_task  # lazy: tasks import this module
+
+    model, _ = get_task(config.task).build_model(config.arch, len(config.classes), pretrained=False)
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     model.eval()
     return model, config

@@ -1,0 +1,84 @@
+"""params.yaml is validated on load: one clear error per bad key, nothing silently ignored."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dermdl.params import Params, ParamsError, load_params, params_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BAD_CASES = [
+    # (id, raw params, text the error must contain)
+    ("unknown-top-key", {"trian": {"lr": 1}}, "trian: unknown key"),
+    ("unknown-nested-key", {"train": {"learning_rate": 0.1}}, "train.learning_rate: unknown key"),
+    ("lr-zero", {"train": {"lr": 0}}, "train.lr"),
+    ("lr-negative", {"train": {"lr": -1e-3}}, "train.lr"),
+    ("bs-zero", {"train": {"bs": 0}}, "train.bs"),
+    ("bs-not-int", {"train": {"bs": "big"}}, "train.bs"),
+    ("size-too-small", {"preprocess": {"size": 4}}, "preprocess.size"),
+    ("input-size-too-small", {"train": {"input_size": 7}}, "train.input_size"),
+    ("unknown-task", {"task": "regression"}, "task"),
+    ("unknown-model", {"train": {"model": "efficientnet_lite9"}}, "train.model"),
+    ("resize-policy", {"preprocess": {"resize": "stretch"}}, "preprocess.resize"),
+    ("valid-size-one", {"train": {"valid_size": 1.0}}, "train.valid_size"),
+    ("epochs-negative", {"train": {"epochs": -1}}, "train.epochs"),
+    ("weights-file-missing", {"train": {"pretrained": "/nonexistent/weights.pth"}}, "train.pretrained"),
+    ("no-test-set", {"data": {"sl_tests": []}}, "data.sl_tests"),
+    ("section-not-mapping", {"train": 5}, "train"),
+    ("weak-labels-mode", {"train": {"weak_labels": "magic"}}, "train.weak_labels"),
+]
+
+
+@pytest.mark.parametrize("raw, expected", [c[1:] for c in BAD_CASES], ids=[c[0] for c in BAD_CASES])
+def test_bad_params_name_the_key(raw, expected):
+    with pytest.raises(ParamsError) as info:
+        params_from_dict(raw)
+    assert expected in str(info.value)
+
+
+def test_all_problems_reported_together():
+    with pytest.raises(ParamsError) as info:
+        params_from_dict({"train": {"lr": -1, "bs": 0}, "bogus": 1})
+    message = str(info.value)
+    assert "3 invalid parameter(s)" in message
+    for key in ("train.lr", "train.bs", "bogus"):
+        assert key in message
+
+
+def test_project_params_yaml_is_valid_and_explicit():
+    params = load_params(ROOT / "params.yaml")
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params.task == "classification"
+    # every section of the typed model is spelled out in the shipped file
+    assert set(raw) == set(Params.model_fields)
+
+
+def test_single_dataset_name_becomes_list():
+    params = params_from_dict({"data": {"sl_tests": "external_test"}})
+    assert params.data.sl_tests == ("external_test",)
+
+
+def test_efficientnet_pytorch_alias_is_accepted():
+    assert params_from_dict({"train": {"model": "efficientnet-b0"}}).train.model == "efficientnet-b0"
+
+
+def test_override_revalidates():
+    params = params_from_dict({})
+    assert params.override({"train.lr": 1e-4}).train.lr == 1e-4
+    with pytest.raises(ParamsError, match="train.lr"):
+        params.override({"train.lr": -1})
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        load_params(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(ParamsError, match="mapping"):
+        load_params(listy)

@@ -1,0 +1,80 @@
+"""End to end: `dvc repro` in a fresh git repository, then the DVC commands users run.
+
+Slow by nature (it trains a small model); it is the test that proves the README's `make demo` path.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(args, cwd, env, check=True):
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A copy of the project's tracked files, committed in a new git repository, with fast params."""
+    repo = tmp_path_factory.mktemp("e2e") / "project"
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
+                           capture_output=True, text=True, check=True).stdout.split("\n")
+    for name in filter(None, files):
+        if (ROOT / name).is_file():
+            (repo / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, repo / name)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["preprocess"]["size"] = 64
+    params["train"].update(input_size=64, fepochs=1, epochs=1, bs=32)
+    params["analyze"]["n_boot"] = 200
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.setdefault("GIT_AUTHOR_NAME", "t"); env.setdefault("GIT_AUTHOR_EMAIL", "t@t")
+    env.setdefault("GIT_COMMITTER_NAME", "t"); env.setdefault("GIT_COMMITTER_EMAIL", "t@t")
+    _run(["git", "init", "-q"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "init"], repo, env)
+    result = _run(["dvc", "repro"], repo, env)
+    return repo, env, result
+
+
+@pytest.mark.slow
+def test_repro_writes_every_output(project):
+    repo, _env, result = project
+    out = repo / "outputs"
+    for rel in ["validate/report.json", "prepared/manifest.json", "model/model.pt", "model/model.json",
+                "model/params.json", "model/train.json", "predictions/sl_test.csv", "metrics.json",
+                "report.json", "summary.txt", "plots/confusion/sl_test.json", "plots/figures/sl_test_confusion.png",
+                "plots/figures/sl_test_metrics.png", "dvclive/metrics.json"]:
+        assert (out / rel).is_file(), rel
+    assert list((out / "tensorboard").rglob("events.out.tfevents*")), "no TensorBoard event file"
+    assert list((out / "plots" / "roc").glob("sl_test--*.json"))
+    assert "Accuracy" in result.stdout and "F1 melanoma" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0.0 <= metrics["sl_test"]["overall"]["accuracy"] <= 1.0
+    # the source demo data was never written to by later stages: prepared copies live under outputs/
+    assert not list((repo / "data" / "demo").rglob("manifest.json"))
+
+
+@pytest.mark.slow
+def test_dvc_metrics_plots_and_experiments(project):
+    repo, env, _ = project
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo, env).stdout)
+    assert "outputs/metrics.json" in json.dumps(shown)
+    _run(["dvc", "plots", "show", "-o", "plots_html"], repo, env)
+    assert (repo / "plots_html" / "index.html").is_file()
+    again = _run(["dvc", "repro"], repo, env)
+    assert "up to date" in again.stdout.lower()
+    _run(["dvc", "exp", "run", "-S", "analyze.seed=1"], repo, env)
+    table = _run(["dvc", "exp", "show", "--csv"], repo, env).stdout
+    assert "analyze.seed" in table and "sl_test.overall.accuracy" in table
