@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -119,13 +120,14 @@ def _predict(args: argparse.Namespace) -> int:
     task = get_task(config.task)
     probs = task.predict(model, config, paths, args.bs)
     records = [{"source": str(p)} for p in paths]
-    out = Path(args.out) if args.out else Path(".dermdl-predict.csv")
-    task.write_predictions(records, probs, config, out)
-    if not args.out:
-        print(out.read_text(encoding="utf-8"), end="")
-        out.unlink()
-    else:
-        print(f"predict: {len(paths)} images -> {out}")
+    if args.out:
+        out = Path(args.out)
+        written = task.write_predictions(records, probs, config, out.parent, out.stem)
+        print(f"predict: {len(paths)} images -> {written}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        written = task.write_predictions(records, probs, config, Path(tmp), "predictions")
+        print(written.read_text(encoding="utf-8"), end="")
     return 0
 
 

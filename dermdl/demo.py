@@ -3,8 +3,8 @@
 Why: the pipeline needs a small, license-free, byte-reproducible dataset for tests, docs and
 smoke runs. Classes differ the way real lesions do (ABCD: asymmetry, border, colour
 variegation, diameter) while global shortcuts are deliberately neutralised: skin tone, lighting
-and the lesion's *mean* colour are drawn from one class-independent distribution and lesion
-areas overlap, so a classifier must look at shape/texture/colour *pattern* to succeed.
+and the lesion's mean brightness (and, half-way, its mean hue) come from one class-independent
+distribution and lesion areas overlap, so a classifier must use shape/texture/colour *pattern*.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ CLASSES = ["melanoma", "nevus", "seborrheic_keratosis"]
 DATASETS = ["sl_train", "wl_train", "sl_test"]
 DETECTION_DATASETS = ["sl_train", "sl_test"]
 NEGATIVE = "negative"
-CHROMA = 0.5
+CHROMA = 0.5  # how far each lesion's mean hue is pulled to the shared target (brightness: fully)
 
 # Lesion area as a fraction of the image, per class: deliberately overlapping ranges.
 AREA_RANGE = {"nevus": (0.15, 0.42), "melanoma": (0.22, 0.60), "seborrheic_keratosis": (0.15, 0.52)}
@@ -203,9 +203,10 @@ def render(rng: np.random.Generator, size: int, cls: str | None) -> tuple[np.nda
         mask = np.where(alpha > 127, 255, 0).astype(np.uint8)
         inside = mask > 0
         # Class-independent mean lesion colour: removes the "melanoma = dark/blue" shortcut.
-        target = np.array([0.50, 0.34, 0.24]) * rng.uniform(0.55, 1.25) * rng.normal(1.0, 0.06, 3)
+        target = np.array([0.50, 0.34, 0.24]) * rng.uniform(0.55, 1.25) * rng.normal(1.0, 0.04, 3)
         mean = field[inside].mean(0)
-        gain = np.clip((target.mean() / mean.mean()) * (target / target.mean() / (mean / mean.mean())) ** CHROMA, 0.3, 3)
+        hue_shift = (target / target.mean()) / (mean / mean.mean())
+        gain = np.clip(target.mean() / mean.mean() * hue_shift ** CHROMA, 0.3, 3.0)
         field = np.clip(field * gain.astype(np.float32), 0, 1)
         a = cv2.GaussianBlur(alpha.astype(np.float32) / 255.0, (0, 0), soft)[..., None]
         texture = img / img.mean((0, 1))  # let skin texture show through the pigment a little
@@ -223,7 +224,7 @@ def render(rng: np.random.Generator, size: int, cls: str | None) -> tuple[np.nda
 
 def _png(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(arr, "L" if arr.ndim == 2 else "RGB").save(buf, format="PNG")
+    Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()
 
 

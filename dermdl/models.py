@@ -179,7 +179,7 @@ def load_model(directory: str | Path) -> tuple[nn.Module, ModelConfig]:
         warnings.warn(f"{directory}: trained with dermdl {config.dermdl_version}, running {dermdl.__version__}")
     from dermdl.tasks import get_task  # lazy: tasks import this module
 
-    model, _ = get_task(config.task).build_model(config.arch, len(config.classes), pretrained=False)
+    model, _ = get_task(config.task).build_model(config, pretrained=False)
     model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
     model.eval()
     return model, config

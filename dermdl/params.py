@@ -94,6 +94,23 @@ class TrainParams(_Section):
         return value
 
 
+class SegmentationParams(_Section):
+    """Lesion masks: class names and how stored mask pixel values map onto class ids."""
+
+    codes: tuple[str, ...] = ("skin", "lesion")
+    mask_values: dict[int, int] | None = None  # None: 0 -> 0 and 255 -> 1 (0/1 masks accepted too)
+    loss: Literal["ce", "dice", "ce_dice", "focal"] = "ce_dice"
+    class_weights: tuple[float, ...] | None = None
+
+
+class DetectionParams(_Section):
+    """Object detection with torchvision detectors (replacing the thesis' icevision)."""
+
+    model: str = "fasterrcnn_efficientnet_lite0_fpn"
+    score_threshold: float = Field(0.5, ge=0, le=1)
+    clip_boxes: bool = False
+
+
 class InferParams(_Section):
     bs: int = Field(64, ge=1)
 
@@ -113,6 +130,8 @@ class Params(_Section):
     demo: DemoParams = DemoParams()
     preprocess: PreprocessParams = PreprocessParams()
     train: TrainParams = TrainParams()
+    segmentation: SegmentationParams = SegmentationParams()
+    detection: DetectionParams = DetectionParams()
     infer: InferParams = InferParams()
     analyze: AnalyzeParams = AnalyzeParams()
 

@@ -45,7 +45,7 @@ def _all_datasets(params: Params) -> list[str]:
 def validate(params: Params) -> Report:
     """Check every dataset named in params; write the JSON report; print one line per problem."""
     task = get_task(params.task)
-    _items, classes, report = task.scan(Path(params.data.root), _all_datasets(params), check_images=True)
+    _items, classes, report = task.scan(params, _all_datasets(params), check_images=True)
     summary = report.to_dict() | {"root": params.data.root, "datasets": _all_datasets(params), "classes": classes}
     atomic_write_json(params.out / "validate" / "report.json", summary)
     for line in report.lines():
@@ -61,7 +61,7 @@ def preprocess(params: Params) -> dict[str, Any]:
 
     task = get_task(params.task)
     root = Path(params.data.root)
-    items, classes, report = task.scan(root, _all_datasets(params), check_images=False)
+    items, classes, report = task.scan(params, _all_datasets(params), check_images=False)
     if not report.ok:
         raise StageError("the dataset layout has errors; run `dermdl validate` and fix them:\n" + "\n".join(report.lines()))
     target = params.out / "prepared"
@@ -146,8 +146,8 @@ def infer(params: Params) -> dict[str, Path]:
         for name in params.data.sl_tests:
             records = _records(manifest, (name,))
             probs = task.predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs)
-            task.write_predictions(records, probs, config, tmp / f"{name}.csv")
-            written[name] = params.out / "predictions" / f"{name}.csv"
+            path = task.write_predictions(records, probs, config, tmp, name)
+            written[name] = params.out / "predictions" / path.relative_to(tmp)
     print(f"infer: predictions for {', '.join(written)} -> {params.out / 'predictions'}")
     return written
 
@@ -162,10 +162,7 @@ def analyze(params: Params) -> dict[str, Any]:
     tables = []
     with atomic_dir(params.out / "plots") as plots_dir:
         for name in params.data.sl_tests:
-            csv = params.out / "predictions" / f"{name}.csv"
-            if not csv.is_file():
-                raise StageError(f"{csv}: missing; run the infer stage first (`dvc repro infer`)")
-            full[name] = task.analyze(csv, config, params.analyze, plots_dir, name)
+            full[name] = task.analyze(params.out / "predictions", name, config, params, plots_dir)
             tables.append(task.table(full[name], f"Test set {name} (n={full[name]['n']}, {params.analyze.ci:.0%} CI)"))
     atomic_write_json(params.out / "report.json", full)
     atomic_write_json(params.out / "metrics.json", point_values(full))

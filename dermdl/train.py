@@ -8,7 +8,7 @@ phase is logged, with one continuous step counter, to DVCLive (``dvc plots show`
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,13 +88,24 @@ def fit(
     from dvclive import Live
     from fastai.learner import Learner
     from fastai.torch_core import set_seed
-    from fastai.vision.learner import default_split
     from torch.utils.tensorboard import SummaryWriter
 
     train = params.train
     set_seed(train.seed, reproducible=True)
-    model, norm = task.build_model(train.model, len(classes), train.pretrained)
-    loss, metrics = task.loss_and_metrics(train)
+    config = ModelConfig(
+        task=task.name,
+        arch=train.model,
+        classes=list(classes),
+        input_size=train.input_size,
+        mean=[],
+        std=[],
+        preprocess_size=params.preprocess.size,
+        resize=params.preprocess.resize,
+        extra={"exp_name": train.exp_name, "pretrained": train.pretrained},
+    )
+    model, norm = task.build_model(config, train.pretrained)
+    config = replace(config, mean=list(norm[0]), std=list(norm[1]))
+    loss, metrics = task.loss_and_metrics(params)
     live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=False)
     writer = SummaryWriter(log_dir=str(out / "tensorboard" / train.exp_name))
     live.log_params({"model": train.model, "lr": train.lr, "bs": train.bs, "input_size": train.input_size})
@@ -105,9 +116,10 @@ def fit(
         rounds.append(("", train_records))
         learn = None
         for label, records in rounds:
-            dls = task.dataloaders(records, valid_records, classes, train, norm)
+            dls = task.dataloaders(records, valid_records, classes, params, norm)
             if learn is None:
-                learn = Learner(dls, model, loss_func=loss, metrics=metrics, splitter=default_split, path=out)
+                learn = Learner(dls, model, loss_func=loss, metrics=metrics, splitter=task.splitter,
+                                cbs=task.callbacks(params), path=out)
             else:
                 learn.dls = dls
             spent, done = _fine_tune(learn, params, len(records), live, writer, step, label)
@@ -116,17 +128,6 @@ def fit(
     finally:
         writer.close()
         live.end()
-    config = ModelConfig(
-        task=task.name,
-        arch=train.model,
-        classes=list(classes),
-        input_size=train.input_size,
-        mean=list(norm[0]),
-        std=list(norm[1]),
-        preprocess_size=params.preprocess.size,
-        resize=params.preprocess.resize,
-        extra={"exp_name": train.exp_name, "pretrained": train.pretrained},
-    )
     learn.model.eval()
     ips = image_epochs / seconds if seconds else 0.0
     return FitResult(config, learn.model, ips, seconds, step[0])

@@ -1,7 +1,7 @@
 """Task plug-ins: what differs between classification, segmentation and detection.
 
 The training/evaluation core (:mod:`dermdl.pipeline`, :mod:`dermdl.train`) only talks to a
-:class:`Task`; adding a task means one new module here and one entry in :func:`get_task`.
+:class:`Task`; adding a task means one new module here and one entry in ``_MODULES``.
 Task modules never import each other: anything two tasks share moves down into the core.
 """
 
@@ -16,19 +16,32 @@ from typing import Any
 from torch import nn
 
 
+def _no_callbacks(params: Any) -> list:
+    return []
+
+
+def _body_head_split(model: nn.Module) -> list:
+    """fastai's default: parameter groups (body, head) so the body can be frozen."""
+    from fastai.vision.learner import default_split
+
+    return default_split(model)
+
+
 @dataclass(frozen=True)
 class Task:
     """The explicit interface a task provides to the shared core (plain functions, no inheritance).
 
-    - ``scan(root, datasets, check_images)`` -> (items, classes, report) for the task's layout
-    - ``prepare_item(source, relative, target, dst_root, size, policy)`` -> manifest record
-    - ``dataloaders(train, valid, classes, train_params, norm)`` -> fastai DataLoaders
-    - ``build_model(arch, n_classes, pretrained)`` -> (model as Sequential(body, head), (mean, std))
-    - ``loss_and_metrics(train_params)`` -> (loss function, fastai metrics)
-    - ``predict(model, config, paths, bs)`` -> per-image predictions (task-specific array)
-    - ``write_predictions(records, predictions, config, path)``
-    - ``analyze(predictions_path, config, analyze_params, plots_dir, name)`` -> metrics dict
+    - ``scan(params, datasets, check_images)`` -> (items, classes, Report) for the task's layout
+    - ``prepare_item(source, relative, target, dst_root, size, policy)`` -> manifest record (JSON-able
+      dict with at least ``path``, ``source``, ``target``; ``stratum`` when splits should stratify)
+    - ``dataloaders(train_records, valid_records, classes, params, norm)`` -> fastai DataLoaders
+    - ``build_model(config, pretrained)`` -> (model, (mean, std)); ``config`` is a ModelConfig
+    - ``loss_and_metrics(params)`` -> (loss function, fastai metrics)
+    - ``predict(model, config, paths, bs)`` -> predictions for images, prepared or raw
+    - ``write_predictions(records, predictions, config, out_dir, name)`` -> path written
+    - ``analyze(predictions_dir, name, config, params, plots_dir)`` -> metrics dict (CIs as value/lo/hi)
     - ``table(metrics, title)`` -> the readable summary printed at the end of a run
+    - ``splitter(model)`` / ``callbacks(params)`` -> fastai parameter groups / extra training callbacks
     """
 
     name: str
@@ -41,13 +54,24 @@ class Task:
     write_predictions: Callable[..., Path]
     analyze: Callable[..., dict]
     table: Callable[[dict, str], str]
+    splitter: Callable[[nn.Module], list] = _body_head_split
+    callbacks: Callable[[Any], list] = _no_callbacks
 
 
-_MODULES = {"classification": "dermdl.tasks.classification"}
+_MODULES = {
+    "classification": "dermdl.tasks.classification",
+    "segmentation": "dermdl.tasks.segmentation",
+    "detection": "dermdl.tasks.detection",
+}
 
 
 def get_task(name: str) -> Task:
     if name not in _MODULES:
-        implemented = ", ".join(sorted(_MODULES))
-        raise NotImplementedError(f"task {name!r} is not implemented yet (available: {implemented}); set task in params.yaml")
-    return importlib.import_module(_MODULES[name]).TASK
+        raise ValueError(f"unknown task {name!r}; set task in params.yaml to one of {', '.join(_MODULES)}")
+    try:
+        module = importlib.import_module(_MODULES[name])
+    except ModuleNotFoundError as exc:
+        if exc.name != _MODULES[name]:
+            raise
+        raise NotImplementedError(f"task {name!r} is not available in this dermdl version") from None
+    return module.TASK

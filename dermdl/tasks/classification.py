@@ -24,10 +24,18 @@ def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size:
     """Resize one image into the prepared tree; the record is what later stages read."""
     dst_rel = str(Path(relative).with_suffix(".png"))
     width, height = prepare_image(source, dst_root / dst_rel, size, policy)
-    return {"path": dst_rel, "source": relative, "target": target, "width": width, "height": height}
+    return {"path": dst_rel, "source": relative, "target": target, "stratum": target, "width": width, "height": height}
 
 
-def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], params: Any, norm: Any):
+def scan(params: Any, datasets: list[str], check_images: bool = True):
+    return scan_classification(Path(params.data.root), datasets, check_images=check_images)
+
+
+def build_model(config: ModelConfig, pretrained: bool | str):
+    return build_classifier(config.arch, len(config.classes), pretrained)
+
+
+def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], all_params: Any, norm: Any):
     """fastai DataLoaders: prepared images resized to ``input_size``, rotation/flip/colour augmentation."""
     from fastai.vision.all import (
         CategoryBlock,
@@ -39,6 +47,7 @@ def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str]
         aug_transforms,
     )
 
+    params = all_params.train
     records = list(train) + list(valid)
     batch_tfms = []
     if params.augment:
@@ -85,7 +94,7 @@ def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], 
     return np.concatenate(out) if out else np.zeros((0, len(config.classes)), dtype=np.float32)
 
 
-def write_predictions(records: Sequence[dict], probs: np.ndarray, config: ModelConfig, path: Path) -> Path:
+def write_predictions(records: Sequence[dict], probs: np.ndarray, config: ModelConfig, out_dir: Path, name: str) -> Path:
     """CSV: path, true label (empty for new images), predicted label, one probability column per class."""
     frame = pd.DataFrame(
         {
@@ -94,13 +103,17 @@ def write_predictions(records: Sequence[dict], probs: np.ndarray, config: ModelC
             "predicted_label": [config.classes[i] for i in probs.argmax(axis=1)] if len(probs) else [],
         }
     )
-    for index, name in enumerate(config.classes):
-        frame[f"prob_{name}"] = probs[:, index] if len(probs) else []
-    return atomic_write_text(path, frame.to_csv(index=False, float_format="%.6f"))
+    for index, cls in enumerate(config.classes):
+        frame[f"prob_{cls}"] = probs[:, index] if len(probs) else []
+    return atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False, float_format="%.6f"))
 
 
-def analyze(predictions: Path, config: ModelConfig, params: Any, plots_dir: Path, name: str) -> dict:
+def analyze(predictions_dir: Path, name: str, config: ModelConfig, all_params: Any, plots_dir: Path) -> dict:
     """Metrics with bootstrap CIs, DVC plot data and PNG figures for one test set."""
+    params = all_params.analyze
+    predictions = predictions_dir / f"{name}.csv"
+    if not predictions.is_file():
+        raise FileNotFoundError(f"{predictions}: missing; run the infer stage first (`dvc repro infer`)")
     frame = pd.read_csv(predictions, keep_default_na=False)
     classes = config.classes
     unknown = sorted(set(frame["true_label"]) - set(classes))
@@ -122,10 +135,10 @@ def analyze(predictions: Path, config: ModelConfig, params: Any, plots_dir: Path
 
 TASK = Task(
     name="classification",
-    scan=scan_classification,
+    scan=scan,
     prepare_item=prepare_item,
     dataloaders=dataloaders,
-    build_model=build_classifier,
+    build_model=build_model,
     loss_and_metrics=loss_and_metrics,
     predict=predict,
     write_predictions=write_predictions,
