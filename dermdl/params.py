@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 TASKS = ("classification", "segmentation", "detection")
 RESIZE_POLICIES = ("squish", "pad", "crop")
@@ -44,6 +44,14 @@ class DataParams(_Section):
         if not value:
             raise ValueError("name at least one dataset folder")
         return value
+
+    @model_validator(mode="after")
+    def _tests_are_not_trained_on(self) -> DataParams:
+        """A test set that is also a training set would silently inflate every reported metric."""
+        overlap = sorted(set(self.sl_tests) & (set(self.sl_train) | set(self.wl_train)))
+        if overlap:
+            raise ValueError(f"sl_tests {overlap} are also training sets; a test set must never be trained on")
+        return self
 
 
 class DemoParams(_Section):

@@ -108,7 +108,6 @@ def fit(
     loss, metrics = task.loss_and_metrics(params)
     live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=False)
     writer = SummaryWriter(log_dir=str(out / "tensorboard" / train.exp_name))
-    live.log_params({"model": train.model, "lr": train.lr, "bs": train.bs, "input_size": train.input_size})
     step = [0]
     seconds = image_epochs = 0.0
     try:

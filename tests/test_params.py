@@ -27,6 +27,7 @@ BAD_CASES = [
     ("weights-file-missing", {"train": {"pretrained": "/nonexistent/weights.pth"}}, "train.pretrained"),
     ("no-test-set", {"data": {"sl_tests": []}}, "data.sl_tests"),
     ("section-not-mapping", {"train": 5}, "train"),
+    ("test-set-also-trained-on", {"data": {"sl_train": ["a"], "sl_tests": ["a", "b"]}}, "never be trained on"),
     ("weak-labels-mode", {"train": {"weak_labels": "magic"}}, "train.weak_labels"),
 ]
 

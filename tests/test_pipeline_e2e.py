@@ -75,6 +75,15 @@ def test_dvc_metrics_plots_and_experiments(project):
     assert (repo / "plots_html" / "index.html").is_file()
     again = _run(["dvc", "repro"], repo, env)
     assert "up to date" in again.stdout.lower()
-    _run(["dvc", "exp", "run", "-S", "analyze.seed=1"], repo, env)
-    table = _run(["dvc", "exp", "show", "--csv"], repo, env).stdout
-    assert "analyze.seed" in table and "sl_test.overall.accuracy" in table
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "baseline results"], repo, env)
+    _run(["dvc", "exp", "run", "-S", "analyze.seed=1", "-n", "seed1"], repo, env)
+    rows = json.loads(_run(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    text = json.dumps(rows)
+    experiments = [exp for row in rows for exp in (row.get("experiments") or [])]
+    runs = [rev for exp in experiments for rev in exp.get("revs", [])]
+    named = [r for r in runs if r.get("name") == "seed1"]
+    assert named, text[:2000]
+    metrics = named[0]["data"]["metrics"]["outputs/metrics.json"]["data"]
+    assert 0.0 <= metrics["sl_test"]["overall"]["accuracy"] <= 1.0
+    assert named[0]["data"]["params"]["params.yaml"]["data"]["analyze"]["seed"] == 1
