@@ -1,4 +1,4 @@
-"""``dermdl`` command line: one subcommand per DVC stage, plus ``predict`` and ``demo-data``.
+"""``dermdl`` command line: one subcommand per DVC stage, plus ``predict``, ``demo-data``, ``import``, ``check-leaks``.
 
     dermdl validate                      # check the layout named in params.yaml
     dermdl train --lr 1e-3 --epochs 5    # thesis-style flags override params.yaml
@@ -10,6 +10,7 @@ Every subcommand reads ``--params`` (default ``params.yaml``) and accepts ``--se
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 from pathlib import Path
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validate": "check every dataset named in params (all problems, JSON report); exit 1 on errors",
         "preprocess": "resize every image once into <out_dir>/prepared",
         "train": "train the model (fastai, frozen then unfrozen) and save weights + JSON config",
-        "infer": "predict every test set into <out_dir>/predictions/<test>.csv",
+        "infer": "predict every test set into <out_dir>/predictions/ (by task: a CSV, masks, or COCO results JSON)",
         "analyze": "metrics with bootstrap 95%% CIs, DVC plots and figures; prints the summary table",
     }
     for name in STAGES:
@@ -67,14 +68,120 @@ def build_parser() -> argparse.ArgumentParser:
                              description="Predict images (files or folders, searched recursively).")
     predict.add_argument("--model", required=True, help="model folder written by train (model.pt + model.json)")
     predict.add_argument("inputs", nargs="+", help="image files or folders")
-    predict.add_argument("--out", help="write a CSV here instead of printing it")
+    predict.add_argument("--out", help="write the predictions here instead of printing them (classification: "
+                         "CSV; detection: COCO results JSON, plus overlays/ next to it)")
     predict.add_argument("--bs", type=int, default=32, help="batch size (default: %(default)s)")
     demo = sub.add_parser("demo-data", help="generate the synthetic demo datasets for all three tasks",
                           description="Generate the synthetic demo datasets (deterministic from the seed).")
     _common(demo)
     demo.add_argument("--out", help="output folder (default: demo.out from params)")
     demo.add_argument("--seed", type=int, help="random seed (default: demo.seed from params)")
+    _convert_parser(sub)
+    _import_parser(sub)
+    _check_leaks_parser(sub)
     return parser
+
+
+def _convert_parser(sub: Any) -> None:
+    """``dermdl convert masks-to-coco|coco-to-masks`` (see dermdl/convert.py)."""
+    convert = sub.add_parser("convert", help="convert between the segmentation (masks) and detection (COCO) layouts",
+                             description="Convert a dataset root between the segmentation layout "
+                             "(<root>/<dataset>/images + masks) and the detection layout (<root>/annotations/"
+                             "<dataset>.json + <root>/images/<dataset>). Class names and mask values come from "
+                             "segmentation.codes / segmentation.mask_values in --params (defaults if absent).")
+    kinds = convert.add_subparsers(dest="conversion", required=True)
+    helps = {"masks-to-coco": "masks -> COCO: one object per connected component per class",
+             "coco-to-masks": "COCO -> masks: objects painted with their class's stored mask value"}
+    for kind, text in helps.items():
+        parser = kinds.add_parser(kind, help=text, description=text)
+        _common(parser)
+        parser.add_argument("--root", required=True, help="the dataset root to read")
+        parser.add_argument("--out", required=True, help="a NEW folder for the converted root")
+        parser.add_argument("--datasets", nargs="+", help="datasets to convert (default: all found)")
+        if kind == "masks-to-coco":
+            parser.add_argument("--format", choices=("polygon", "rle"), default="polygon",
+                                help="object outlines as simplified polygons (holes filled) or exact RLE "
+                                "(default: %(default)s)")
+            parser.add_argument("--tolerance", type=float, default=0.5,
+                                help="polygon simplification in pixels (default: %(default)s)")
+            parser.add_argument("--min-area", type=int, default=1,
+                                help="drop components smaller than this many pixels (default: %(default)s)")
+
+
+def _import_parser(sub: Any) -> None:
+    """``dermdl import`` (see dermdl/importer.py)."""
+    text = ("Build the classification, segmentation and detection layouts from a CSV table (one row per image: "
+            "image path, label, optional group = lesion/patient id, optional mask path, optional box columns). "
+            "Datasets sl_train / sl_test (/ wl_train) are split by group (no group in two datasets) and stratified "
+            "by label, with a seed. Images are hard-linked (copied across file systems), never moved or modified. "
+            "All bad rows are reported with their CSV line numbers and nothing is written. Output: <out>/"
+            "{classification,segmentation,detection}/ (each a data.root; with groups.csv for the leak check), "
+            "<out>/import.json, <out>/splits.csv. Example: dermdl import ../shared/data/ham10000/labels.csv "
+            "--preset ham10000 --out data/ham10000")
+    imp = sub.add_parser("import", help="build the layouts from a CSV table (group-aware split, no copies moved)",
+                         description=text)
+    imp.add_argument("csv", help="the table (CSV; ',' ';' or tab separated; line 1 = header)")
+    imp.add_argument("--out", required=True, help="output folder (created, or replaced if written by an earlier import)")
+    imp.add_argument("--preset", choices=("ham10000",), help="column names of a known format (ham10000: image_file, "
+                     "dx, lesion_id, mask_file, bbox_x0..bbox_y1 with x1/y1 exclusive); flags below override it")
+    imp.add_argument("--images-root", help="folder that relative image/mask paths start from (default: the CSV's folder)")
+    imp.add_argument("--image-column", help="column with the image path")
+    imp.add_argument("--label-column", help="column with the label (class name; used for stratification)")
+    imp.add_argument("--group-column", help="column with the lesion or patient id (default: every image is its own group)")
+    imp.add_argument("--mask-column", help="column with the mask path (enables the segmentation layout)")
+    imp.add_argument("--box-columns", nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
+                     help="four columns with the lesion box (enables the detection layout; masks also give boxes)")
+    imp.add_argument("--box-format", choices=("xyxy", "xyxy_inclusive", "xywh"),
+                     help="xyxy: x1/y1 exclusive (default); xyxy_inclusive: last pixel; xywh: x0, y0, width, height")
+    imp.add_argument("--layouts", nargs="+", choices=("classification", "segmentation", "detection"),
+                     help="layouts to build (default: all that the columns allow)")
+    imp.add_argument("--test-size", type=float, default=0.2, help="share of images in the test set (default: %(default)s)")
+    imp.add_argument("--weak-size", type=float, default=0.0,
+                     help="share in a weakly labelled training set wl_train (default: %(default)s = none)")
+    imp.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
+    imp.add_argument("--train-name", default="sl_train", help="name of the training set (default: %(default)s)")
+    imp.add_argument("--test-name", default="sl_test", help="name of the test set (default: %(default)s)")
+    imp.add_argument("--weak-name", default="wl_train", help="name of the weak training set (default: %(default)s)")
+    imp.add_argument("--single-class", metavar="NAME",
+                     help="detection: one category NAME for every box (e.g. lesion) instead of the label")
+    imp.add_argument("--copy", action="store_true", help="copy files instead of hard-linking them")
+    imp.add_argument("--workers", type=int, default=2, help="processes that decode images for checking (default: %(default)s)")
+
+
+def _check_leaks_parser(sub: Any) -> None:
+    """``dermdl check-leaks`` (see dermdl/leaks.py)."""
+    text = ("Find training images that reappear in a test set: exact duplicates (same bytes), near duplicates "
+            "(resized, recompressed, flipped, rotated or slightly cropped copies) and shared group ids "
+            "(same lesion/patient, from a CSV path,group such as the groups.csv that dermdl import writes). "
+            "Training sets = data.wl_train + data.sl_train, test sets = data.sl_tests, unless --train/--test. "
+            "Prints one line per pair, writes all pairs as JSON; exit 1 when leaks are found (unless allowed). "
+            "validate-layout runs the same check.")
+    leaks = sub.add_parser("check-leaks", help="find duplicates and shared lesions/patients between training and test data",
+                           description=text)
+    _common(leaks)
+    leaks.add_argument("--root", help="data root (default: data.root); its layout is detected unless --task")
+    leaks.add_argument("--task", choices=("classification", "segmentation", "detection"),
+                       help="layout of the root (default: task from params, or detected when --root is given)")
+    leaks.add_argument("--train", nargs="+", help="training datasets (default: data.wl_train + data.sl_train)")
+    leaks.add_argument("--test", nargs="+", help="test datasets (default: data.sl_tests)")
+    leaks.add_argument("--groups", help="CSV with columns path (relative to the root) and group (default: data.groups, "
+                       "else <root>/groups.csv if present)")
+    leaks.add_argument("--allow-leaks", action="store_true", help="report leaks as warnings and exit 0 (data.allow_leaks)")
+    leaks.add_argument("--json", help="write the report here (default: <out_dir>/check-leaks/leaks.json)")
+    leaks.add_argument("--workers", type=int, help="worker processes (default: up to 4 CPU cores)")
+
+
+def _import(args: argparse.Namespace) -> int:
+    from dermdl.importer import main_args
+
+    return main_args(args)
+
+
+def _check_leaks(args: argparse.Namespace) -> int:
+    from dermdl.leaks import run_cli
+
+    return run_cli(args, _load(args) if Path(args.params).is_file() or args.params != "params.yaml" else None,
+                   _overrides(args))
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -123,11 +230,15 @@ def _predict(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         written = task.write_predictions(records, probs, config, out.parent, out.stem)
-        print(f"predict: {len(paths)} images -> {written}")
+        files = out.parent / out.stem  # tasks that write more than a CSV (segmentation masks) put it here
+        print(f"predict: {len(paths)} images -> {written}" + (f" (+ {files}{os.sep})" if files.is_dir() else ""))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         written = task.write_predictions(records, probs, config, Path(tmp), "predictions")
         print(written.read_text(encoding="utf-8"), end="")
+        if any(p != written for p in Path(tmp).iterdir()):
+            print(f"dermdl predict: the {config.task} model also writes files (e.g. masks, overlays); pass "
+                  "--out FILE.csv to keep them next to the CSV", file=sys.stderr)
     return 0
 
 
@@ -141,12 +252,37 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _convert(args: argparse.Namespace) -> int:
+    from dermdl import convert
+    from dermdl.params import params_from_dict
+
+    if args.params == "params.yaml" and not Path(args.params).is_file():
+        params = params_from_dict({})  # outside a project: default codes and mask values
+        updates = _overrides(args)
+        params = params.override(updates) if updates else params
+    else:
+        params = _load(args)
+    if args.conversion == "masks-to-coco":
+        summary = convert.masks_to_coco(args.root, args.out, params, args.datasets, args.format, args.tolerance,
+                                        args.min_area)
+    else:
+        summary = convert.coco_to_masks(args.root, args.out, params, args.datasets)
+    print(f"convert {args.conversion}: wrote {args.out} ({summary})")
+    return 0
+
+
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "predict":
         return _predict(args)
+    if args.command == "convert":
+        return _convert(args)
     if args.command == "demo-data":
         return _demo(args)
+    if args.command == "import":
+        return _import(args)
+    if args.command == "check-leaks":
+        return _check_leaks(args)
     from dermdl import pipeline
 
     params = _load(args)

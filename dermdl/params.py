@@ -32,6 +32,10 @@ class DataParams(_Section):
     wl_train: tuple[str, ...] = ()
     sl_train: tuple[str, ...] = ("sl_train",)
     sl_tests: tuple[str, ...] = ("sl_test",)
+    # Leak check (dermdl/leaks.py, run by validate): training/test duplicates and shared groups are errors
+    # unless allow_leaks; groups = CSV image -> lesion/patient id (None: <root>/groups.csv if present).
+    allow_leaks: bool = False
+    groups: str | None = None
 
     @field_validator("wl_train", "sl_train", "sl_tests", mode="before")
     @classmethod
@@ -85,6 +89,13 @@ class TrainParams(_Section):
     augment: bool = True
     workers: int = Field(0, ge=0, le=64)
     exp_name: str = "dermdl"
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adamw"
+    wd: float = Field(0.01, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    loss: Literal["ce", "focal", "focal_ce", "label_smoothing"] = "ce"  # classification loss
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    class_weights: Literal["none", "balanced"] = "none"
 
     @field_validator("model")
     @classmethod
@@ -103,20 +114,75 @@ class TrainParams(_Section):
 
 
 class SegmentationParams(_Section):
-    """Lesion masks: class names and how stored mask pixel values map onto class ids."""
+    """Lesion masks: class names and how stored mask pixel values map onto class ids.
+
+    ``mask_values`` maps a STORED pixel value (0..65535; a palette PNG stores indices) to a class
+    id (index into ``codes``). None means: two classes -> {0: 0, 255: 1, 1: 1} (0/255 and 0/1
+    masks both work), more classes -> identity {0: 0, 1: 1, ...}. Predicted masks are written
+    with the FIRST stored value listed for each class (default: 0 and 255).
+    """
 
     codes: tuple[str, ...] = ("skin", "lesion")
-    mask_values: dict[int, int] | None = None  # None: 0 -> 0 and 255 -> 1 (0/1 masks accepted too)
+    mask_values: dict[int, int] | None = None
     loss: Literal["ce", "dice", "ce_dice", "focal"] = "ce_dice"
     class_weights: tuple[float, ...] | None = None
+
+    @field_validator("codes")
+    @classmethod
+    def _usable_codes(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(value) < 2:
+            raise ValueError("give at least two class names (index 0 = background, e.g. [skin, lesion])")
+        if len(set(value)) != len(value):
+            raise ValueError(f"class names must be unique, got {list(value)}")
+        bad = [c for c in value if not c.strip() or "/" in c or "\\" in c]
+        if bad:
+            raise ValueError(f"class names must be non-empty and contain no '/' or '\\', got {bad}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SegmentationParams:
+        k = len(self.codes)
+        if self.mask_values is not None:
+            if not self.mask_values:
+                raise ValueError("mask_values is empty; remove it (null = default) or map stored values to class ids")
+            bad_keys = sorted(v for v in self.mask_values if not 0 <= v <= 65535)
+            if bad_keys:
+                raise ValueError(f"mask_values: stored values {bad_keys} are outside 0..65535 (8- or 16-bit PNG masks)")
+            bad_ids = sorted({c for c in self.mask_values.values() if not 0 <= c < k})
+            if bad_ids:
+                raise ValueError(f"mask_values: class ids {bad_ids} do not exist; codes has {k} classes (ids 0..{k - 1})")
+            missing = [self.codes[c] for c in range(k) if c not in self.mask_values.values()]
+            if missing:
+                raise ValueError(f"mask_values: no stored value maps to class(es) {missing}; every class needs one")
+        if self.class_weights is not None:
+            if len(self.class_weights) != k:
+                raise ValueError(f"class_weights has {len(self.class_weights)} values but codes has {k} classes")
+            if any(not (w >= 0 and w < float("inf")) for w in self.class_weights) or sum(self.class_weights) <= 0:
+                raise ValueError(f"class_weights must be finite, >= 0 and not all 0, got {list(self.class_weights)}")
+        return self
+
+    def value_map(self) -> dict[int, int]:
+        """Stored value -> class id, the explicit or the default mapping (see class docstring)."""
+        if self.mask_values is not None:
+            return dict(self.mask_values)
+        if len(self.codes) == 2:
+            return {0: 0, 255: 1, 1: 1}
+        return {i: i for i in range(len(self.codes))}
 
 
 class DetectionParams(_Section):
     """Object detection with torchvision detectors (replacing the thesis' icevision)."""
 
-    model: str = "fasterrcnn_efficientnet_lite0_fpn"
-    score_threshold: float = Field(0.5, ge=0, le=1)
-    clip_boxes: bool = False
+    model: str = "fasterrcnn_efficientnet_lite0_fpn"  # see dermdl.detection_models.DETECTORS
+    score_threshold: float = Field(0.5, ge=0, le=1)  # overlays/gallery; results JSON keeps every score
+    clip_boxes: bool = False  # clip boxes reaching outside their image (else validate reports an error)
+
+    @field_validator("model")
+    @classmethod
+    def _known_detector(cls, value: str) -> str:
+        from dermdl.detection_models import check_name  # lazy: imports torch
+
+        return check_name(value)  # ValueError listing the detectors
 
 
 class InferParams(_Section):

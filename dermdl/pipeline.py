@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,12 +47,17 @@ def validate(params: Params) -> Report:
     """Check every dataset named in params; write the JSON report; print one line per problem."""
     task = get_task(params.task)
     _items, classes, report = task.scan(params, _all_datasets(params), check_images=True)
-    summary = report.to_dict() | {"root": params.data.root, "datasets": _all_datasets(params), "classes": classes}
+    from dermdl.leaks import check_params  # train/test duplicates, shared groups (errors unless data.allow_leaks)
+
+    leaks = check_params(params)
+    report.extend(leaks.report)
+    summary = report.to_dict() | {"root": params.data.root, "datasets": _all_datasets(params), "classes": classes,
+                                  "leaks": leaks.to_dict(problems=False)}
     atomic_write_json(params.out / "validate" / "report.json", summary)
     for line in report.lines():
         print(line, file=sys.stderr)
     print(f"validate-layout: {len(_items)} images, {len(classes)} classes, "
-          f"{len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+          f"{len(report.errors)} error(s), {len(report.warnings)} warning(s), {len(leaks.leaks)} leak(s)")
     return report
 
 
@@ -140,6 +146,9 @@ def infer(params: Params) -> dict[str, Path]:
 
     task = get_task(params.task)
     model, config = load_model(params.out / "model")
+    # The saved settings serve `dermdl predict`; here params.yaml is at hand and wins (e.g. a new
+    # detection.score_threshold takes effect without retraining).
+    config = replace(config, extra={**config.extra, **task.config_extra(params)})
     manifest = load_manifest(params)
     written = {}
     with atomic_dir(params.out / "predictions") as tmp:

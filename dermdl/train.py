@@ -16,6 +16,7 @@ from fastai.callback.core import Callback
 
 from dermdl.models import ModelConfig
 from dermdl.params import Params
+from dermdl.recipe import opt_func
 from dermdl.tasks import Task
 
 
@@ -40,8 +41,10 @@ class EpochLogger(Callback):
         for name, value in zip(names, values):
             if name in ("epoch", "time") or value is None:
                 continue
-            key = name.replace("train_loss", "train/loss").replace("valid_loss", "valid/loss")
-            key = key if "/" in key else f"valid/{key}"
+            # fastai names: train_loss, valid_loss, <metric>; with Recorder.train_metrics (detection's
+            # per-component losses) also train_<metric> / valid_<metric>.
+            prefix, _, rest = name.partition("_")
+            key = f"{prefix}/{rest}" if prefix in ("train", "valid") and rest else f"valid/{name}"
             self.live.log_metric(key, float(value))
             self.writer.add_scalar(key, float(value), self.step[0])
         self.live.log_metric("frozen", int(self.phase.endswith("frozen") and not self.phase.endswith("unfrozen")))
@@ -101,11 +104,11 @@ def fit(
         std=[],
         preprocess_size=params.preprocess.size,
         resize=params.preprocess.resize,
-        extra={"exp_name": train.exp_name, "pretrained": train.pretrained},
+        extra={"exp_name": train.exp_name, "pretrained": train.pretrained, **task.config_extra(params)},
     )
     model, norm = task.build_model(config, train.pretrained)
     config = replace(config, mean=list(norm[0]), std=list(norm[1]))
-    loss, metrics = task.loss_and_metrics(params)
+    loss, metrics = task.loss_and_metrics(params, list(classes), train_records)
     live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=False)
     writer = SummaryWriter(log_dir=str(out / "tensorboard" / train.exp_name))
     step = [0]
@@ -118,6 +121,7 @@ def fit(
             dls = task.dataloaders(records, valid_records, classes, params, norm)
             if learn is None:
                 learn = Learner(dls, model, loss_func=loss, metrics=metrics, splitter=task.splitter,
+                                opt_func=opt_func(train),
                                 cbs=task.callbacks(params), path=out)
             else:
                 learn.dls = dls

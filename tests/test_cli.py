@@ -46,12 +46,12 @@ def test_bad_params_exit_2_with_key(tmp_path, capsys):
 
 
 def _layout(root: Path, classes=("a", "b"), datasets=("sl_train", "sl_test")):
-    for ds in datasets:
+    for d, ds in enumerate(datasets):  # distinct pixels per dataset: identical train/test files are a leak
         for i, cls in enumerate(classes):
             folder = root / ds / cls
             folder.mkdir(parents=True)
             for j in range(2):
-                Image.new("RGB", (40, 30), (50 * i + 20, 80, 10 * j)).save(folder / f"{cls}{j}.png")
+                Image.new("RGB", (40, 30), (50 * i + 20, 80 + 40 * d, 10 * j)).save(folder / f"{cls}{j}.png")
 
 
 def test_validate_collects_all_problems_and_fails(tmp_path, capsys):

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+# one worker runs the whole module, so the expensive `dvc repro` fixture runs once under xdist
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 
 def _run(args, cwd, env, check=True):
@@ -48,7 +50,6 @@ def project(tmp_path_factory):
     return repo, env, result
 
 
-@pytest.mark.slow
 def test_repro_writes_every_output(project):
     repo, _env, result = project
     out = repo / "outputs"
@@ -66,7 +67,6 @@ def test_repro_writes_every_output(project):
     assert not list((repo / "data" / "demo").rglob("manifest.json"))
 
 
-@pytest.mark.slow
 def test_dvc_metrics_plots_and_experiments(project):
     repo, env, _ = project
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo, env).stdout)

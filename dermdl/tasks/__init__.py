@@ -20,6 +20,10 @@ def _no_callbacks(params: Any) -> list:
     return []
 
 
+def _no_config_extra(params: Any) -> dict:
+    return {}
+
+
 def _body_head_split(model: nn.Module) -> list:
     """fastai's default: parameter groups (body, head) so the body can be frozen."""
     from fastai.vision.learner import default_split
@@ -36,12 +40,14 @@ class Task:
       dict with at least ``path``, ``source``, ``target``; ``stratum`` when splits should stratify)
     - ``dataloaders(train_records, valid_records, classes, params, norm)`` -> fastai DataLoaders
     - ``build_model(config, pretrained)`` -> (model, (mean, std)); ``config`` is a ModelConfig
-    - ``loss_and_metrics(params)`` -> (loss function, fastai metrics)
+    - ``loss_and_metrics(params, classes, train_records)`` -> (loss function, fastai metrics)
     - ``predict(model, config, paths, bs)`` -> predictions for images, prepared or raw
     - ``write_predictions(records, predictions, config, out_dir, name)`` -> path written
     - ``analyze(predictions_dir, name, config, params, plots_dir)`` -> metrics dict (CIs as value/lo/hi)
     - ``table(metrics, title)`` -> the readable summary printed at the end of a run
     - ``splitter(model)`` / ``callbacks(params)`` -> fastai parameter groups / extra training callbacks
+    - ``config_extra(params)`` -> JSON-able entries for ``ModelConfig.extra`` that predict/infer need
+      without params.yaml (e.g. segmentation's mask value convention)
     """
 
     name: str
@@ -56,6 +62,7 @@ class Task:
     table: Callable[[dict, str], str]
     splitter: Callable[[nn.Module], list] = _body_head_split
     callbacks: Callable[[Any], list] = _no_callbacks
+    config_extra: Callable[[Any], dict] = _no_config_extra
 
 
 _MODULES = {

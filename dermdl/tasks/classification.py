@@ -17,6 +17,7 @@ from dermdl.io import atomic_write_json, atomic_write_text
 from dermdl.layout.folders import scan_classification
 from dermdl.models import ModelConfig, build_classifier
 from dermdl.prepare import prepare_image, resize
+from dermdl.recipe import class_weights, classification_loss
 from dermdl.tasks import Task
 
 
@@ -65,10 +66,12 @@ def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str]
     return block.dataloaders(records, bs=params.bs, num_workers=params.workers, shuffle=True)
 
 
-def loss_and_metrics(params: Any):
-    from fastai.vision.all import BalancedAccuracy, CrossEntropyLossFlat, F1Score, accuracy
+def loss_and_metrics(params: Any, classes: list[str], train_records: list[dict]):
+    """The loss named by ``train.loss`` (optionally class-weighted) and the validation metrics."""
+    from fastai.vision.all import BalancedAccuracy, F1Score, accuracy
 
-    return CrossEntropyLossFlat(), [accuracy, BalancedAccuracy(), F1Score(average="macro")]
+    weight = class_weights([r["target"] for r in train_records], classes, params.train.class_weights)
+    return classification_loss(params.train, weight), [accuracy, BalancedAccuracy(), F1Score(average="macro")]
 
 
 def _to_tensor(image, config: ModelConfig) -> torch.Tensor:

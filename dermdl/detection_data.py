@@ -1,0 +1,198 @@
+"""Detection data: prepared images with boxes/polygons mapped by the same Geometry, and the loaders.
+
+Why the geometry is applied to the targets once, at preprocess time: the prepared image is what the
+model sees, so its boxes must be expressed in the prepared pixels (scale, then the pad/crop offset:
+:class:`dermdl.prepare.Geometry`). The original annotations and the geometry stay in the record so
+that predictions can be mapped back to ORIGINAL image coordinates for the COCO results file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dermdl.images import open_rgb
+from dermdl.prepare import Geometry, geometry, resize
+
+_CACHE_BYTES = 1 << 30  # keep decoded training images in memory when they fit in 1 GiB
+
+
+def box_to_prepared(bbox: list[float], geo: Geometry) -> list[float] | None:
+    """COCO ``[x, y, w, h]`` (original pixels) -> ``[x0, y0, x1, y1]`` in the prepared square, clipped
+    to it (crop policy); None when less than one pixel of the box is left."""
+    x0, y0 = geo.to_prepared(bbox[0], bbox[1])
+    x1, y1 = geo.to_prepared(bbox[0] + bbox[2], bbox[1] + bbox[3])
+    x0, y0 = max(0.0, min(x0, geo.size)), max(0.0, min(y0, geo.size))
+    x1, y1 = max(0.0, min(x1, geo.size)), max(0.0, min(y1, geo.size))
+    if x1 - x0 < 1.0 or y1 - y0 < 1.0:
+        return None
+    return [round(v, 3) for v in (x0, y0, x1, y1)]
+
+
+def box_to_original(box: np.ndarray, geo: Geometry) -> np.ndarray:
+    """(n, 4) ``[x0, y0, x1, y1]`` boxes in the prepared square -> original pixels, clipped to the image."""
+    out = np.asarray(box, dtype=np.float64).reshape(-1, 4).copy()
+    out[:, 0::2] = (out[:, 0::2] - geo.offset_x) / geo.scale_x
+    out[:, 1::2] = (out[:, 1::2] - geo.offset_y) / geo.scale_y
+    out[:, 0::2] = out[:, 0::2].clip(0, geo.src_w)
+    out[:, 1::2] = out[:, 1::2].clip(0, geo.src_h)
+    return out
+
+
+def polygons_to_prepared(polygons: list[list[float]], geo: Geometry) -> list[list[float]]:
+    """Map COCO polygons point by point; parts cut off by the crop policy are clipped away (shapely)."""
+    from shapely.geometry import Polygon, box
+
+    frame = box(0, 0, geo.size, geo.size)
+    out = []
+    for poly in polygons:
+        points = [geo.to_prepared(x, y) for x, y in zip(poly[0::2], poly[1::2])]
+        shape = Polygon(points)
+        if frame.covers(shape):
+            parts = [points]
+        else:
+            clipped = shape.intersection(frame)
+            parts = [list(p.exterior.coords)[:-1] for p in getattr(clipped, "geoms", [clipped])
+                     if isinstance(p, Polygon) and p.area >= 1.0]
+        out += [[round(float(v), 3) for xy in part for v in xy] for part in parts]
+    return out
+
+
+def rle_to_prepared(rle: dict, geo: Geometry, policy: str) -> dict | None:
+    """Resize an RLE mask exactly like its image (nearest neighbour, same policy) and re-encode it."""
+    from PIL import Image
+    from pycocotools import mask as mask_utils
+
+    height, width = rle["size"]
+    if isinstance(rle["counts"], list):
+        rle = mask_utils.frPyObjects(rle, height, width)
+    mask = mask_utils.decode(rle).astype(np.uint8) * 255
+    small = np.asarray(resize(Image.fromarray(mask, "L"), geo.size, policy, kind="mask")) > 127
+    if not small.any():
+        return None
+    encoded = mask_utils.encode(np.asfortranarray(small.astype(np.uint8)))
+    return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
+
+
+def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str) -> dict[str, Any]:
+    """Resize one image and map its annotations; the record is what train/infer/analyze read."""
+    info = json.loads(target)
+    suffix = Path(relative).suffix
+    dst_rel = relative if suffix.lower() == ".png" else f"{relative}.png"  # a.jpg and a.png must not collide
+    image = open_rgb(source)
+    width, height = image.size
+    geo = geometry(width, height, size, policy)
+    dst = dst_root / dst_rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    resize(image, size, policy).save(dst, format="PNG")
+    objects, dropped = [], 0
+    for ann in info["annotations"]:
+        box = box_to_prepared(ann["bbox"], geo)
+        if box is None:
+            dropped += 1
+            continue
+        seg = ann.get("segmentation") or []
+        if isinstance(seg, dict):
+            seg = rle_to_prepared(seg, geo, policy) or []
+        elif seg:
+            seg = polygons_to_prepared(seg, geo)
+        objects.append({"bbox": box, "category": ann["category"], "iscrowd": ann["iscrowd"], "segmentation": seg})
+    return {
+        "path": dst_rel, "source": relative, "source_abspath": str(Path(source).resolve()), "target": objects,
+        "width": width, "height": height, "image": info["image"], "annotations": info["annotations"],
+        "category_ids": info["category_ids"], "geometry": asdict(geo), "dropped": dropped,
+    }
+
+
+def record_geometry(record: dict) -> Geometry | None:
+    return Geometry(**record["geometry"]) if "geometry" in record else None
+
+
+def to_tensor(image: Any) -> torch.Tensor:
+    """PIL/uint8 HWC -> float CHW in [0, 1] (the detector normalises internally)."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
+
+
+def augment(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random dihedral transform (dermoscopy has no canonical orientation) plus mild light/contrast.
+
+    Boxes follow exactly: transposing swaps x and y, flips mirror the coordinates.
+    """
+    _, height, width = image.shape
+    if height == width and torch.rand(1).item() < 0.5:
+        image, boxes = image.transpose(1, 2), boxes[:, [1, 0, 3, 2]]
+        height, width = width, height
+    if torch.rand(1).item() < 0.5:
+        image = image.flip(2)
+        boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
+    if torch.rand(1).item() < 0.5:
+        image = image.flip(1)
+        boxes = torch.stack([boxes[:, 0], height - boxes[:, 3], boxes[:, 2], height - boxes[:, 1]], 1)
+    gain, contrast = 1 + 0.3 * (torch.rand(2) - 0.5)
+    mean = image.mean()
+    image = ((image - mean) * contrast + mean * gain).clamp_(0, 1)
+    return image.contiguous(), boxes.reshape(-1, 4)
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """Prepared image + torchvision target (``boxes`` xyxy float, ``labels`` 1..K; crowds skipped)."""
+
+    def __init__(self, records: list[dict], classes: list[str], augment: bool):
+        self.records, self.augment = records, augment
+        self.labels = {name: index + 1 for index, name in enumerate(classes)}
+        self.cache: dict[int, np.ndarray] = {}
+        self.cache_limit = _CACHE_BYTES
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def image(self, index: int) -> np.ndarray:
+        if index in self.cache:
+            return self.cache[index]
+        array = np.asarray(open_rgb(self.records[index]["abspath"]))
+        if array.nbytes * len(self.records) <= self.cache_limit:
+            self.cache[index] = array
+        return array
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        record = self.records[index]
+        image = to_tensor(self.image(index))
+        objects = [o for o in record["target"] if not o.get("iscrowd")]
+        boxes = torch.tensor([o["bbox"] for o in objects], dtype=torch.float32).reshape(-1, 4)
+        labels = torch.tensor([self.labels[o["category"]] for o in objects], dtype=torch.int64)
+        if self.augment:
+            image, boxes = augment(image, boxes)
+        return image, {"boxes": boxes, "labels": labels}
+
+
+def collate(batch: list) -> tuple[Any, list[dict]]:
+    """Images stacked (prepared images share one size), targets kept as a list (one dict per image)."""
+    images = [b[0] for b in batch]
+    same = all(i.shape == images[0].shape for i in images)
+    return (torch.stack(images) if same else images), [b[1] for b in batch]
+
+
+def dataloaders(train: list[dict], valid: list[dict], classes: list[str], bs: int, workers: int,
+                augment_train: bool, path: Path | str = "."):
+    """fastai ``DataLoaders`` over two plain torch DataLoaders with the list collate.
+
+    ``category_ids`` (COCO ids of ``classes``) ride along for the model's id buffer.
+    """
+    from fastai.data.core import DataLoaders
+    from torch.utils.data import DataLoader
+
+    if not train:
+        raise ValueError("detection: no training images")
+    n = len(train)
+    train_dl = DataLoader(DetectionDataset(train, classes, augment_train), batch_size=bs, shuffle=True,
+                          num_workers=workers, collate_fn=collate, drop_last=n > bs and n % bs == 1)
+    valid_dl = DataLoader(DetectionDataset(valid, classes, False), batch_size=bs, shuffle=False,
+                          num_workers=workers, collate_fn=collate)
+    dls = DataLoaders(train_dl, valid_dl, path=path)
+    dls.category_ids = list(train[0].get("category_ids") or range(1, len(classes) + 1))
+    return dls

@@ -1,0 +1,79 @@
+"""Optimisers and classification losses chosen in params.yaml, built from fastai's own parts.
+
+Kept out of the training core so a task or a test can ask "which optimiser/loss does this
+parameter set mean" without building a Learner.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from functools import partial
+from typing import Any
+
+import torch
+
+OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+CLASSIFICATION_LOSSES = ("ce", "focal", "focal_ce", "label_smoothing")
+
+
+def opt_func(train: Any):
+    """fastai optimiser factory for ``train.optimizer`` (weight decay and momentum from params).
+
+    fastai's Adam applies decoupled ("true") weight decay, i.e. AdamW; ``adam`` therefore uses L2
+    regularisation (``decouple_wd=False``) so the two names mean what they say in the outputs.
+    """
+    from fastai.optimizer import SGD, Adam, RMSProp
+
+    wd = train.wd
+    if train.optimizer == "adam":
+        return partial(Adam, wd=wd, decouple_wd=False)
+    if train.optimizer == "adamw":
+        return partial(Adam, wd=wd, decouple_wd=True)
+    if train.optimizer == "rmsprop":
+        return partial(RMSProp, wd=wd, mom=train.momentum)
+    if train.optimizer == "sgd":
+        return partial(SGD, wd=wd, mom=train.momentum)
+    raise ValueError(f"train.optimizer: unknown optimiser {train.optimizer!r}; use one of {OPTIMIZERS}")
+
+
+def class_weights(targets: list[str], classes: list[str], mode: str) -> torch.Tensor | None:
+    """``balanced``: weight each class by n / (k * count), as scikit-learn does; ``none``: no weights."""
+    if mode == "none":
+        return None
+    counts = Counter(targets)
+    missing = [c for c in classes if counts[c] == 0]
+    if missing:
+        raise ValueError(f"train.class_weights=balanced: classes {missing} have no training images")
+    n, k = len(targets), len(classes)
+    return torch.tensor([n / (k * counts[c]) for c in classes], dtype=torch.float32)
+
+
+class SumOfLosses:
+    """Focal + cross-entropy: focal for hard examples, CE keeps gradients alive on easy ones early on."""
+
+    def __init__(self, *losses: Any):
+        self.losses = losses
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return sum(loss(logits, target) for loss in self.losses)
+
+    def activation(self, x: torch.Tensor) -> torch.Tensor:
+        return self.losses[0].activation(x)
+
+    def decodes(self, x: torch.Tensor) -> torch.Tensor:
+        return self.losses[0].decodes(x)
+
+
+def classification_loss(train: Any, weight: torch.Tensor | None):
+    """The loss named by ``train.loss`` (fastai ``*Flat`` losses so predictions decode as usual)."""
+    from fastai.losses import CrossEntropyLossFlat, FocalLossFlat, LabelSmoothingCrossEntropyFlat
+
+    if train.loss == "ce":
+        return CrossEntropyLossFlat(weight=weight)
+    if train.loss == "label_smoothing":
+        return LabelSmoothingCrossEntropyFlat(eps=train.label_smoothing, weight=weight)
+    if train.loss == "focal":
+        return FocalLossFlat(gamma=train.focal_gamma, weight=weight)
+    if train.loss == "focal_ce":
+        return SumOfLosses(FocalLossFlat(gamma=train.focal_gamma, weight=weight), CrossEntropyLossFlat(weight=weight))
+    raise ValueError(f"train.loss: unknown loss {train.loss!r}; use one of {CLASSIFICATION_LOSSES}")

@@ -1,0 +1,126 @@
+"""Segmentation end to end through the shared core (dermdl.pipeline): validate -> analyze, then predict.
+
+Small on purpose (64 px demo images, 18 training pairs, 2 short epochs): it proves the wiring and the
+outputs, not the accuracy (the demo benchmark in docs/segmentation.md does that).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dermdl import pipeline
+from dermdl.cli import main
+from dermdl.demo import generate_demo
+from dermdl.images import open_mask
+from dermdl.params import params_from_dict
+
+pytestmark = pytest.mark.xdist_group("segmentation_e2e")  # one worker trains the module's model once
+
+
+def _params(root: Path, out: Path, **train):
+    return params_from_dict({
+        "task": "segmentation", "out_dir": str(out),
+        "data": {"root": str(root), "wl_train": [], "sl_train": ["sl_train"], "sl_tests": ["sl_test"]},
+        "preprocess": {"size": 64, "workers": 1},
+        "train": {"input_size": 64, "bs": 8, "fepochs": 1, "epochs": 1} | train,
+        "analyze": {"n_boot": 200},
+    })
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("seg")
+    generate_demo(base / "demo", n_train=6, n_test=3, n_weak=0, size=64)
+    root = base / "demo" / "segmentation"
+    # one non-square test pair, to prove masks come back at the ORIGINAL resolution
+    image = Image.open(root / "sl_test/images/nevus_sl_test_0000.png").resize((90, 60), Image.Resampling.BICUBIC)
+    mask = Image.open(root / "sl_test/masks/nevus_sl_test_0000.png").resize((90, 60), Image.Resampling.NEAREST)
+    image.convert("RGB").save(root / "sl_test/images/wide.jpg", quality=95)
+    mask.save(root / "sl_test/masks/wide.png")
+    params = _params(root, base / "out")
+    assert pipeline.validate(params).ok
+    for stage in ("preprocess", "train", "infer", "analyze"):
+        getattr(pipeline, stage)(params)
+    return base, params
+
+
+@pytest.mark.slow
+def test_every_stage_writes_its_outputs(run):
+    base, params = run
+    out = params.out
+    for rel in ["validate/report.json", "prepared/manifest.json", "model/model.pt", "model/model.json",
+                "model/train.json", "predictions/sl_test.csv", "predictions/sl_test/histograms.npy", "metrics.json",
+                "report.json", "summary.txt", "plots/confusion/sl_test.json", "plots/roc/sl_test--lesion.json",
+                "plots/figures/sl_test_metrics.png", "plots/figures/sl_test_confusion.png",
+                "plots/figures/sl_test_gallery_best.png", "plots/figures/sl_test_gallery_worst.png",
+                "dvclive/metrics.json"]:
+        assert (out / rel).is_file(), rel
+    manifest = json.loads((out / "prepared/manifest.json").read_text())
+    assert manifest["classes"] == ["skin", "lesion"] and len(manifest["datasets"]["sl_test"]) == 10
+    config = json.loads((out / "model/model.json").read_text())
+    assert config["task"] == "segmentation" and config["extra"]["mask_values"] == [[0, 0], [255, 1], [1, 1]]
+    assert json.loads((out / "model/train.json").read_text())["images_per_second"] > 0
+    assert "foreground_dice" in json.loads((out / "dvclive/metrics.json").read_text())["valid"]
+    report = json.loads((out / "report.json").read_text())["sl_test"]
+    assert report["n"] == 10 and set(report["per_class"]["lesion"]) >= {"dice", "iou", "thresholded_jaccard", "auc"}
+    assert json.loads((out / "metrics.json").read_text())["sl_test"]["per_class"]["lesion"]["dice"] \
+        == report["per_class"]["lesion"]["dice"]["value"]
+    assert len(json.loads((out / "plots/confusion/sl_test.json").read_text())) == 1000
+    assert "Dice lesion:" in (out / "summary.txt").read_text()
+
+
+@pytest.mark.slow
+def test_predicted_masks_are_at_original_size_in_the_input_convention(run):
+    base, params = run
+    out, root = params.out, Path(params.data.root)
+    frame = pd.read_csv(out / "predictions/sl_test.csv")
+    assert len(frame) == 10 and set(frame["mask"]) == {f"sl_test/masks/{Path(s).stem}.png" for s in frame["image"]}
+    for row in frame.itertuples():
+        predicted = open_mask(out / "predictions" / row.mask)
+        truth = open_mask(root / Path(row.image).parent.parent / "masks" / f"{Path(row.image).stem}.png")
+        assert predicted.shape == truth.shape and set(np.unique(predicted)) <= {0, 255}
+        p, t = predicted == 255, truth == 255
+        # the per-image numbers in the CSV agree with the written mask file and the source mask
+        assert row.cm_1_1 == (p & t).sum() and row.cm_0_1 == (p & ~t).sum() and row.cm_1_0 == (~p & t).sum()
+        assert row.dice_lesion == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()), abs=1e-6)
+        assert Image.open(out / "predictions" / row.overlay).size == (64 * 3 + 4, 64)
+    assert open_mask(out / "predictions/sl_test/masks/wide.png").shape == (60, 90)
+
+
+@pytest.mark.slow
+def test_predict_cli_writes_masks_for_new_images(run, tmp_path, capsys):
+    base, params = run
+    new = tmp_path / "new photos"
+    new.mkdir()
+    Image.open(Path(params.data.root) / "sl_test/images/wide.jpg").save(new / "a.png")
+    Image.open(Path(params.data.root) / "sl_test/images/melanoma_sl_test_0001.png").save(new / "b.jpg")
+    assert main(["predict", "--model", str(params.out / "model"), str(new), "--out", str(tmp_path / "p.csv")]) == 0
+    assert "+ " in capsys.readouterr().out
+    frame = pd.read_csv(tmp_path / "p.csv")
+    assert frame["image"].tolist() == [str(new / "a.png"), str(new / "b.jpg")]
+    assert open_mask(tmp_path / frame["mask"][0]).shape == (60, 90)
+    assert open_mask(tmp_path / frame["mask"][1]).shape == (64, 64)
+    assert main(["predict", "--model", str(params.out / "model"), str(new / "a.png")]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("image,mask,overlay") and "--out FILE.csv" in captured.err
+
+
+def test_a_broken_layout_stops_before_preprocessing(tmp_path, capsys):
+    generate_demo(tmp_path / "demo", n_train=1, n_test=1, n_weak=0, size=32)
+    root = tmp_path / "demo" / "segmentation"
+    (root / "sl_test/masks/nevus_sl_test_0000.png").unlink()
+    Image.fromarray(np.full((32, 32), 128, np.uint8)).save(root / "sl_train/masks/nevus_sl_train_0000.png")
+    params = _params(root, tmp_path / "out")
+    report = pipeline.validate(params)
+    err = capsys.readouterr().err
+    assert not report.ok and len(report.errors) == 2
+    assert "image has no mask" in err and "128 (1,024 pixels)" in err
+    assert json.loads((tmp_path / "out/validate/report.json").read_text())["n_errors"] == 2
+    with pytest.raises(pipeline.StageError, match="image has no mask"):
+        pipeline.preprocess(params)
