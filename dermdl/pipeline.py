@@ -6,7 +6,7 @@ Output layout under ``params.out_dir`` (default ``outputs/``)::
     prepared/<dataset>/...          resized copy mirroring the layout + manifest.json (preprocess)
     model/model.pt, model.json      weights-only model + rebuild config; params.json, train.json (train)
     dvclive/, tensorboard/          training curves (train)
-    predictions/<test>.csv          one row per test image (infer)
+    predictions/<test>.*            per test set: CSV (classification), masks (segmentation), COCO JSON (detection)
     metrics.json, report.json       point metrics (DVC metrics) and metrics with 95% CIs (analyze)
     plots/                          DVC plot data and PNG figures per test set (analyze)
 """
