@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dermdl.evaluate import bootstrap_indices, percentile_ci
+from dermdl.evaluate import bootstrap_indices, format_value, percentile_ci
 
 #: pycocotools ``stats`` index -> our key; None values mean "undefined" (pycocotools' -1).
 STATS = {"AP": 0, "AP50": 1, "AP75": 2, "AP_small": 3, "AP_medium": 4, "AP_large": 5,
@@ -221,17 +221,6 @@ def pr_points(evaluator, k: int, iou: float = 0.5) -> list[dict[str, float]]:
             for r, p, s in zip(evaluator.params.recThrs, precision, scores) if p > 0]
 
 
-def _fmt(m: Any, digits: int = 3) -> str:
-    if isinstance(m, dict):
-        if m.get("value") is None:
-            return "n/a"
-        text = f"{m['value']:.{digits}f}"
-        if m.get("lo") is not None and m.get("hi") is not None:
-            text += f" ({m['lo']:.{digits}f}-{m['hi']:.{digits}f})"
-        return text
-    return "n/a" if m is None else f"{m:.{digits}f}"
-
-
 def format_table(metrics: dict[str, Any], title: str = "Detection metrics", digits: int = 3) -> str:
     """Readable summary: overall COCO metrics, then one greppable line per category and metric."""
     boot = metrics.get("bootstrap", {})
@@ -241,8 +230,8 @@ def format_table(metrics: dict[str, Any], title: str = "Detection metrics", digi
              f"n = {metrics['n']} images, {metrics.get('n_objects', '?')} objects; values: point ({ci_text})", ""]
     overall = metrics["overall"]
     width = max(len(label) for label in LABELS.values()) + 1
-    lines += [f"{LABELS[key] + ':':<{width}} {_fmt(overall.get(key), digits)}" for key in STATS]
-    rows = [(name, _fmt(v["AP"], digits), _fmt(v["AP50"], digits)) for name, v in metrics["per_category"].items()]
+    lines += [f"{LABELS[key] + ':':<{width}} {format_value(overall.get(key), digits)}" for key in STATS]
+    rows = [(name, format_value(v["AP"], digits), format_value(v["AP50"], digits)) for name, v in metrics["per_category"].items()]
     if rows:
         name_w = max(len("category"), *(len(r[0]) for r in rows))
         col_w = [max(len("AP@[.50:.95]"), *(len(r[1]) for r in rows)), max(len("AP50"), *(len(r[2]) for r in rows))]

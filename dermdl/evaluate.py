@@ -231,10 +231,13 @@ def classification_metrics(
     }
 
 
-def _fmt(m: dict[str, float | None] | None, digits: int) -> str:
-    """'0.81 (0.77-0.85)'; 'n/a' for undefined values so the table never shows 'nan'."""
-    if not m or m.get("value") is None:
+def format_value(m: dict[str, float | None] | float | None, digits: int = 2) -> str:
+    """'0.81 (0.77-0.85)' for a value with CI, '0.81' for a bare number; 'n/a' for undefined values,
+    so no table ever shows 'nan'. Shared by every task's summary table."""
+    if m is None or (isinstance(m, dict) and m.get("value") is None):
         return "n/a"
+    if not isinstance(m, dict):
+        return f"{m:.{digits}f}"
     text = f"{m['value']:.{digits}f}"
     if m.get("lo") is not None and m.get("hi") is not None:
         text += f" ({m['lo']:.{digits}f}-{m['hi']:.{digits}f})"
@@ -252,10 +255,10 @@ def format_table(metrics: dict[str, Any], title: str = "Classification metrics",
     lines = [title, "=" * len(title), f"n = {metrics['n']} samples; values: point ({ci_text})", ""]
     overall = metrics.get("overall", {})
     width = max(len(LABELS[m]) for m in OVERALL_METRICS) + 1
-    lines += [f"{LABELS[m] + ':':<{width}} {_fmt(overall.get(m), digits)}" for m in OVERALL_METRICS]
+    lines += [f"{LABELS[m] + ':':<{width}} {format_value(overall.get(m), digits)}" for m in OVERALL_METRICS]
 
     rows = [(cls, vals) for cls, vals in metrics["per_class"].items()] + [("macro", metrics["macro"])]
-    cells = [[_fmt(vals.get(m), digits) for m in CLASS_METRICS] for _, vals in rows]
+    cells = [[format_value(vals.get(m), digits) for m in CLASS_METRICS] for _, vals in rows]
     name_w = max(len("class"), *(len(r[0]) for r in rows))
     col_w = [max(len(LABELS[m]), *(len(row[j]) for row in cells)) for j, m in enumerate(CLASS_METRICS)]
     header = "  ".join([f"{'class':<{name_w}}"] + [f"{LABELS[m]:<{w}}" for m, w in zip(CLASS_METRICS, col_w)])
@@ -266,7 +269,7 @@ def format_table(metrics: dict[str, Any], title: str = "Classification metrics",
             lines.append("-" * len(header))
         lines.append("  ".join([f"{name:<{name_w}}"] + [f"{c:<{w}}" for c, w in zip(row, col_w)]).rstrip())
 
-    detail = [(f"{LABELS[m]} {name}:", _fmt(vals.get(m), digits)) for m in CLASS_METRICS for name, vals in rows]
+    detail = [(f"{LABELS[m]} {name}:", format_value(vals.get(m), digits)) for m in CLASS_METRICS for name, vals in rows]
     label_w = max(len(label) for label, _ in detail)
     lines += ["", "Details:"] + [f"{label:<{label_w}} {value}" for label, value in detail]
     return "\n".join(lines) + "\n"

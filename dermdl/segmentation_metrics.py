@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from dermdl.evaluate import bootstrap_indices, percentile_ci
+from dermdl.evaluate import bootstrap_indices, format_value, percentile_ci
 
 BINS = 100
 ISIC_THRESHOLD = 0.65
@@ -177,15 +177,6 @@ def confusion_records(confusion: dict[str, dict[str, int]], n_records: int = 100
     return [{"actual": t, "predicted": p} for (t, p, _), s in zip(cells, share) for _ in range(s)]
 
 
-def _fmt(m: dict[str, float | None] | None, digits: int = 2) -> str:
-    if not m or m.get("value") is None:
-        return "n/a"
-    text = f"{m['value']:.{digits}f}"
-    if m.get("lo") is not None and m.get("hi") is not None:
-        text += f" ({m['lo']:.{digits}f}-{m['hi']:.{digits}f})"
-    return text
-
-
 def format_table(metrics: dict[str, Any], title: str = "Segmentation metrics", digits: int = 2) -> str:
     """Overall lines, a class x metric grid of point values, the pixel confusion matrix, then one
     greppable line per value with its CI (``Dice lesion: 0.91 (0.89-0.93)``)."""
@@ -194,7 +185,7 @@ def format_table(metrics: dict[str, Any], title: str = "Segmentation metrics", d
     lines = [title, "=" * len(title),
              f"n = {metrics['n']} images, {metrics.get('pixels', 0):,} pixels; values: point ({ci_text})", ""]
     width = max(len(LABELS[m]) for m in OVERALL_METRICS) + 1
-    lines += [f"{LABELS[m] + ':':<{width}} {_fmt(metrics['overall'].get(m), digits)}" for m in OVERALL_METRICS]
+    lines += [f"{LABELS[m] + ':':<{width}} {format_value(metrics['overall'].get(m), digits)}" for m in OVERALL_METRICS]
     classes = list(metrics["per_class"])
     name_w = max(len("class"), *(len(c) for c in classes))
     cols = [(m, max(len(LABELS[m]), digits + 2)) for m in CLASS_METRICS]
@@ -214,7 +205,7 @@ def format_table(metrics: dict[str, Any], title: str = "Segmentation metrics", d
         for t in classes:
             lines.append(f"{t:<{name_w}}  " + "  ".join(f"{100 * confusion[t][p] / total:>{cell_w}.2f}"
                                                        for p in classes))
-    detail = [(f"{LABELS[m]} {cls}:", _fmt(metrics["per_class"][cls].get(m), digits))
+    detail = [(f"{LABELS[m]} {cls}:", format_value(metrics["per_class"][cls].get(m), digits))
               for m in CLASS_METRICS for cls in classes]
     label_w = max(len(label) for label, _ in detail)
     lines += ["", "Details:"] + [f"{label:<{label_w}} {value}" for label, value in detail]

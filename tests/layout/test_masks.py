@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ import pytest
 from PIL import Image
 
 from dermdl.layout import Item
+from tree_edits import png_bomb_bytes, remove, steps, truncate, write
 from dermdl.layout.masks import scan_segmentation
 
 DATASETS = ["sl_train", "sl_test"]
@@ -45,42 +44,6 @@ def good_tree(root: Path) -> None:
         for i in range(2):
             img(root / ds / "images" / f"a{i}.png")
             mask(root / ds / "masks" / f"a{i}.png")
-
-
-def png_bomb_bytes(w: int = 30000, h: int = 30000) -> bytes:
-    """A valid 1-bit PNG of zeros: ~0.5 MB, 900 megapixels when decoded."""
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-    row = b"\x00" * (1 + (w + 7) // 8)
-    comp = zlib.compressobj(1)
-    idat = b"".join([comp.compress(row * 1000) for _ in range(h // 1000)] + [comp.flush()])
-    ihdr = struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
-def write(rel: str, data: bytes | str):
-    def change(root: Path) -> None:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(data.encode() if isinstance(data, str) else data)
-    return change
-
-
-def truncate(rel: str):
-    def change(root: Path) -> None:
-        data = (root / rel).read_bytes()
-        (root / rel).write_bytes(data[: len(data) // 2])
-    return change
-
-
-def remove(rel: str):
-    return lambda root: shutil.rmtree(root / rel) if (root / rel).is_dir() else (root / rel).unlink()
-
-
-def steps(*changes):
-    def change(root: Path) -> None:
-        for c in changes:
-            c(root)
-    return change
 
 
 def new_image(rel: str, **kw):
