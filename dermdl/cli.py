@@ -109,7 +109,7 @@ def _convert_parser(sub: Any) -> None:
 
 
 def _import_parser(sub: Any) -> None:
-    """``dermdl import`` (see dermdl/importer.py)."""
+    """``dermdl import`` (see dermdl/importer/)."""
     text = ("Build the classification, segmentation and detection layouts from a CSV table (one row per image: "
             "image path, label, optional group = lesion/patient id, optional mask path, optional box columns). "
             "Datasets sl_train / sl_test (/ wl_train) are split by group (no group in two datasets) and stratified "
@@ -149,7 +149,7 @@ def _import_parser(sub: Any) -> None:
 
 
 def _check_leaks_parser(sub: Any) -> None:
-    """``dermdl check-leaks`` (see dermdl/leaks.py)."""
+    """``dermdl check-leaks`` (see dermdl/leaks/)."""
     text = ("Find training images that reappear in a test set: exact duplicates (same bytes), near duplicates "
             "(resized, recompressed, flipped, rotated or slightly cropped copies) and shared group ids "
             "(same lesion/patient, from a CSV path,group such as the groups.csv that dermdl import writes). "

@@ -32,7 +32,7 @@ class DataParams(_Section):
     wl_train: tuple[str, ...] = ()
     sl_train: tuple[str, ...] = ("sl_train",)
     sl_tests: tuple[str, ...] = ("sl_test",)
-    # Leak check (dermdl/leaks.py, run by validate): training/test duplicates and shared groups are errors
+    # Leak check (dermdl/leaks/, run by validate): training/test duplicates and shared groups are errors
     # unless allow_leaks; groups = CSV image -> lesion/patient id (None: <root>/groups.csv if present).
     allow_leaks: bool = False
     groups: str | None = None

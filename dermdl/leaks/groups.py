@@ -1,0 +1,102 @@
+"""Leak check: the images of a layout and the image -> group mapping."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from dermdl.images import is_ignored, is_image_file
+from dermdl.layout.report import Report
+
+# --- images of a layout, groups ------------------------------------------------------------------------
+
+LAYOUT_IMAGE_DIRS = {
+    "classification": "{root}/{dataset}",          # <root>/<dataset>/<class>/<image>
+    "segmentation": "{root}/{dataset}/images",     # <root>/<dataset>/images/<image>
+    "detection": "{root}/images/{dataset}",        # <root>/images/<dataset>/<file_name>
+}
+VARIANT_NAMES = ("as is", "mirrored left-right", "rotated 90 degrees", "rotated 90 degrees and mirrored",
+                 "rotated 180 degrees", "flipped upside down", "rotated 270 degrees",
+                 "rotated 270 degrees and mirrored")
+
+
+def detect_task(root: str | os.PathLike, datasets: Sequence[str]) -> str:
+    """Guess the layout of ``root``: detection (annotations/ + images/), segmentation (images/ + masks/
+    inside each dataset) or classification."""
+    root = Path(root)
+    if (root / "annotations").is_dir() and (root / "images").is_dir():
+        return "detection"
+    present = [d for d in datasets if (root / d).is_dir()]
+    if present and all((root / d / "images").is_dir() and (root / d / "masks").is_dir() for d in present):
+        return "segmentation"
+    return "classification"
+
+
+def _walk(folder: Path) -> list[Path]:
+    """Image files below ``folder`` (recursively, hidden/system entries skipped), in code-point order."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not is_ignored(d))
+        found += [Path(dirpath) / f for f in filenames if not is_ignored(f) and is_image_file(f)]
+    return sorted(found, key=lambda p: p.as_posix())
+
+
+def dataset_images(root: str | os.PathLike, task: str, dataset: str) -> list[Path] | None:
+    """The images of one dataset of a layout; None when its image folder does not exist."""
+    if task == "detection" and dataset.lower().endswith(".json"):   # sl_train.json names the set sl_train
+        dataset = dataset[:-5]
+    folder = Path(LAYOUT_IMAGE_DIRS[task].format(root=Path(root).as_posix(), dataset=dataset))
+    return _walk(folder) if folder.is_dir() else None
+
+
+class Groups:
+    """Image -> group id (lesion or patient), read from a CSV with columns ``path`` (or ``image``) and
+    ``group``. A path is matched relative to the data root (``sl_train/nevus/a.jpg``) or as an absolute
+    path; a bare file name (``a.jpg``, no folder) matches every image of that name."""
+
+    def __init__(self, mapping: dict[str, str], source: str) -> None:
+        self.source = source
+        self.by_path = {k: g for k, g in mapping.items() if "/" in k or "\\" in k}
+        self.by_name = {k: g for k, g in mapping.items() if k not in self.by_path}
+
+    def __len__(self) -> int:
+        return len(self.by_path)
+
+    def get(self, path: Path, root: Path) -> str | None:
+        try:
+            rel = path.relative_to(root).as_posix()
+        except ValueError:
+            rel = None
+        for key in (rel, path.as_posix()):
+            if key is not None and key in self.by_path:
+                return self.by_path[key]
+        return self.by_name.get(path.name)
+
+    @classmethod
+    def read(cls, path: str | os.PathLike, report: Report) -> Groups | None:
+        """Read a groups CSV; problems (missing file or columns, empty ids) go to ``report``."""
+        path = Path(path)
+        if not path.is_file():
+            report.add(path, "groups file does not exist",
+                       "give the CSV that maps images to lesion/patient ids (columns path, group), or remove "
+                       "data.groups / --groups")
+            return None
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
+            key = fields.get("path") or fields.get("image")
+            group = fields.get("group")
+            if key is None or group is None:
+                report.add(path, f"groups file has columns {sorted(fields)}, needs 'path' (or 'image') and 'group'",
+                           "add a header line 'path,group' (path relative to the data root)")
+                return None
+            mapping: dict[str, str] = {}
+            for line, row in enumerate(reader, start=2):
+                image, gid = (row.get(key) or "").strip(), (row.get(group) or "").strip()
+                if not image:
+                    report.add(f"{path}:{line}", "row has no image path", "fill in the path or delete the row")
+                elif gid:
+                    mapping[image] = gid
+        return cls(mapping, str(path))
