@@ -61,6 +61,31 @@ def _check_dataset_names(root: Path, datasets: list[str], report: Report) -> lis
     return usable
 
 
+def dataset_dirs(root: Path, datasets: list[str], report: Report, how_to_create: str) -> list[tuple[str, Path]] | None:
+    """Root and dataset-folder checks shared by the folder-based layouts.
+
+    Returns ``(name, folder)`` for each usable dataset, or None when the root itself is unusable;
+    ``how_to_create`` (with ``{dir}``) tells the user what a dataset folder must contain.
+    """
+    if not root.exists():
+        report.add(root, "data root folder does not exist",
+                   "check the path (data.root in params.yaml, or the --data option) or create the folder")
+        return None
+    if not root.is_dir():
+        report.add(root, "data root is a file, not a folder", "pass the folder that holds the datasets")
+        return None
+    found = []
+    for name in _check_dataset_names(root, list(datasets), report):
+        ds_dir = root / name
+        if not ds_dir.is_dir():
+            what = "is a file, not a folder" if ds_dir.exists() else "does not exist"
+            report.add(ds_dir, f"dataset folder '{name}' {what}",
+                       f"{how_to_create.format(dir=ds_dir)}, or remove '{name}' from the dataset list")
+            continue
+        found.append((name, ds_dir))
+    return found
+
+
 def _scan_dataset(ds_dir: Path, report: Report) -> dict[str, Path] | None:
     """Class folders of one dataset; stray files directly in it are reported."""
     entries = _entries(ds_dir, report)
@@ -147,23 +172,12 @@ def scan_classification(root: str | os.PathLike, datasets: list[str], check_imag
     """
     root = Path(root)
     report = Report()
-    if not root.exists():
-        report.add(root, "data root folder does not exist",
-                   "check the path (e.g. the --data option) or create the folder")
-        return [], [], report
-    if not root.is_dir():
-        report.add(root, "data root is a file, not a folder", "pass the folder that holds the datasets")
+    usable = dataset_dirs(root, datasets, report, "create the folder {dir} with one sub-folder per class")
+    if usable is None:
         return [], [], report
 
     found: dict[str, dict[str, Path]] = {}
-    for name in _check_dataset_names(root, list(datasets), report):
-        ds_dir = root / name
-        if not ds_dir.is_dir():
-            what = "is a file, not a folder" if ds_dir.exists() else "does not exist"
-            report.add(ds_dir, f"dataset folder '{name}' {what}",
-                       f"create the folder {ds_dir} with one sub-folder per class, or remove "
-                       f"'{name}' from the dataset list")
-            continue
+    for name, ds_dir in usable:
         classes = _scan_dataset(ds_dir, report)
         if classes is not None:
             found[name] = classes

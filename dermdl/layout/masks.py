@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from dermdl.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_image, is_image_file, open_mask
-from dermdl.layout.folders import _check_dataset_names, _entries
+from dermdl.layout.folders import _entries, dataset_dirs
 from dermdl.layout.items import Item
 from dermdl.layout.report import Report
 
@@ -222,21 +222,11 @@ def scan_segmentation(root: str | os.PathLike, datasets: list[str], value_map: M
     sorted by (dataset, image name), and every problem found."""
     root = Path(root)
     report = Report()
-    if not root.exists():
-        report.add(root, "data root folder does not exist", "check the path (data.root) or create the folder")
-        return [], report
-    if not root.is_dir():
-        report.add(root, "data root is a file, not a folder", "pass the folder that holds the datasets")
+    usable = dataset_dirs(root, datasets, report, f"create {{dir}}{os.sep} with {IMAGES}/ and {MASKS}/ inside")
+    if usable is None:
         return [], report
     items: list[Item] = []
-    for name in _check_dataset_names(root, list(datasets), report):
-        ds_dir = root / name
-        if not ds_dir.is_dir():
-            what = "is a file, not a folder" if ds_dir.exists() else "does not exist"
-            report.add(ds_dir, f"dataset folder '{name}' {what}",
-                       f"create {ds_dir}{os.sep} with {IMAGES}/ and {MASKS}/ inside, or remove '{name}' "
-                       "from the dataset list")
-            continue
+    for name, ds_dir in usable:
         items.extend(_scan_dataset(name, ds_dir, value_map, check_images, max_pixels, report))
     items.sort(key=lambda it: (it.dataset, it.path.name))
     return items, report
