@@ -96,6 +96,7 @@ class TrainParams(_Section):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
     class_weights: Literal["none", "balanced"] = "none"
+    deterministic: bool = True  # seeded, deterministic kernels: same seed -> same model and metrics
 
     @field_validator("model")
     @classmethod

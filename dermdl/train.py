@@ -94,7 +94,11 @@ def fit(
     from torch.utils.tensorboard import SummaryWriter
 
     train = params.train
-    set_seed(train.seed, reproducible=True)
+    set_seed(train.seed, reproducible=train.deterministic)
+    if train.deterministic:
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not fail, on GPU ops without one
     config = ModelConfig(
         task=task.name,
         arch=train.model,
