@@ -85,7 +85,8 @@ class TrainParams(_Section):
     fepochs: int = Field(1, ge=0)
     valid_size: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
-    weak_labels: Literal["none", "pretrain"] = "none"
+    weak_labels: Literal["none", "pretrain", "self_train"] = "none"
+    nrepeats: int = Field(1, ge=1, le=100)  # self_train: teacher -> pseudo-labels -> student rounds
     augment: bool = True
     workers: int = Field(0, ge=0, le=64)
     exp_name: str = "dermdl"
@@ -97,6 +98,24 @@ class TrainParams(_Section):
     focal_gamma: float = Field(2.0, ge=0)
     class_weights: Literal["none", "balanced"] = "none"
     deterministic: bool = True  # seeded, deterministic kernels: same seed -> same model and metrics
+    # Splits: k-fold cross-validation estimate before the final model; full_data = no validation split.
+    cv_folds: int = Field(0, ge=0, le=50)
+    full_data: bool = False
+    # Monitoring (needs a validation split): early stopping, reduce-LR-on-plateau, best checkpoint.
+    monitor: str = "valid_loss"  # valid_loss or a metric name (accuracy, balanced_accuracy_score, foreground_dice, ap50, ...)
+    early_stopping: int = Field(0, ge=0)  # patience in epochs; 0 = off
+    plateau: int = Field(0, ge=0)  # patience; > 0: constant LR (no one-cycle), divided by plateau_factor on a plateau
+    plateau_factor: float = Field(10.0, gt=1)
+    keep_best: bool = False  # end with the weights of the best monitored epoch
+    min_delta: float = Field(0.0, ge=0)
+    # LR finder, progressive resizing, MixUp, oversampling.
+    auto_lr: bool = False  # fastai lr_find, valley suggestion replaces train.lr; plot in <out>/model/lr_find.png
+    progressive_resizing: tuple[float, ...] = ()  # e.g. [0.5, 1.0]: the schedule once per size factor
+    mixup: float = Field(0.0, ge=0)  # MixUp alpha; 0 = off
+    oversample: bool = False  # draw training images with class-balanced probabilities
+    # Hardware: mixed precision and channels_last apply on CUDA only (CPU trains in fp32).
+    mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: bool = True
 
     @field_validator("model")
     @classmethod
@@ -105,6 +124,28 @@ class TrainParams(_Section):
 
         resolve_arch(value)  # raises ValueError with suggestions
         return value
+
+    @field_validator("cv_folds")
+    @classmethod
+    def _folds(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("cv_folds=1 is not cross-validation; use 0 (off) or k >= 2")
+        return value
+
+    @field_validator("progressive_resizing")
+    @classmethod
+    def _size_factors(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if value and (any(not 0 < f <= 1 for f in value) or list(value) != sorted(set(value)) or value[-1] != 1):
+            raise ValueError(f"give increasing size factors in (0, 1] ending with 1.0, e.g. [0.5, 1.0]; got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainParams:
+        needs_valid = [k for k in ("early_stopping", "plateau", "keep_best") if getattr(self, k)]
+        if self.full_data and needs_valid:
+            raise ValueError(f"full_data trains without a validation split, so {needs_valid} cannot monitor anything; "
+                             "set them to 0/false or full_data: false")
+        return self
 
     @field_validator("pretrained")
     @classmethod
@@ -125,8 +166,11 @@ class SegmentationParams(_Section):
 
     codes: tuple[str, ...] = ("skin", "lesion")
     mask_values: dict[int, int] | None = None
-    loss: Literal["ce", "dice", "ce_dice", "focal"] = "ce_dice"
+    loss: Literal["ce", "dice", "ce_dice", "focal", "focal_tversky"] = "ce_dice"
     class_weights: tuple[float, ...] | None = None
+    tversky_alpha: float = Field(0.7, ge=0)  # focal_tversky: weight of false negatives
+    tversky_beta: float = Field(0.3, ge=0)   # ... of false positives
+    tversky_gamma: float = Field(4 / 3, ge=1)  # focal exponent: loss = (1 - TI)^(1/gamma)
 
     @field_validator("codes")
     @classmethod
@@ -209,6 +253,23 @@ class Params(_Section):
     detection: DetectionParams = DetectionParams()
     infer: InferParams = InferParams()
     analyze: AnalyzeParams = AnalyzeParams()
+
+    @model_validator(mode="after")
+    def _task_supports(self) -> Params:
+        """Procedures that have no meaning for a task fail at load time, not after preprocessing."""
+        train = self.train
+        if self.task == "detection":
+            bad = [k for k, on in (("mixup", train.mixup), ("progressive_resizing", train.progressive_resizing),
+                                   ("oversample", train.oversample)) if on]
+            if bad:
+                raise ValueError(f"train.{', train.'.join(bad)}: not available for detection (boxes do not mix or "
+                                 "resize with the images here); remove them or choose another task")
+        if train.weak_labels != "none" and not self.data.wl_train:
+            raise ValueError(f"train.weak_labels={train.weak_labels} needs weakly labelled datasets: name them in "
+                             "data.wl_train, or set train.weak_labels: none")
+        if self.task == "segmentation" and train.oversample:
+            raise ValueError("train.oversample: segmentation images have no class to balance; set it to false")
+        return self
 
     @property
     def out(self) -> Path:

@@ -14,6 +14,7 @@ Output layout under ``params.out_dir`` (default ``outputs/``)::
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -112,36 +113,109 @@ def _records(manifest: dict, names: tuple[str, ...]) -> list[dict]:
     return [r for n in names for r in manifest["datasets"][n]]
 
 
-def train(params: Params) -> dict[str, Any]:
-    """Split sl_train (stratified), train, and save the model with its resolved parameters."""
-    from dermdl.models import save_model
+def attach_groups(params: Params, records: list[dict]) -> int:
+    """Give records their lesion/patient id (data.groups or <root>/groups.csv) so validation splits and
+    CV folds keep a group on one side; returns how many records got one."""
+    from dermdl.leaks.groups import Groups
+
+    root = Path(params.data.root)
+    path = Path(params.data.groups) if params.data.groups else root / "groups.csv"
+    if not path.is_file():
+        return 0
+    problems = Report()
+    table = Groups.read(path, problems)
+    if table is None:
+        raise StageError("\n".join(problems.lines()))
+    found = 0
+    for record in records:
+        record["group"] = table.get(root / record["source"], root)
+        found += record["group"] is not None
+    return found
+
+
+def _split(params: Params, sl_train: list[dict]) -> tuple[list[dict], list[dict]]:
     from dermdl.splits import stratified_split
+
+    if params.train.full_data:  # no validation: never borrow a test set for it (the thesis did; it leaks)
+        return list(sl_train), []
+    return stratified_split(sl_train, params.train.valid_size, params.train.seed)
+
+
+def predict_tests(task, model, config, params: Params, manifest: dict, dest: Path) -> dict[str, Path]:
+    """Predictions of every test set into ``dest``; returns name -> file written."""
+    written = {}
+    for name in params.data.sl_tests:
+        records = _records(manifest, (name,))
+        preds = task.predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs)
+        written[name] = task.write_predictions(records, preds, config, dest, name)
+    return written
+
+
+def _round_evaluator(task, params: Params, manifest: dict, rounds_dir: Path):
+    """Self-training: score a round's model on every test set (predictions and plots kept per round)."""
+    def evaluate(model, config, index: int) -> dict:
+        folder = rounds_dir / f"round_{index}"
+        predict_tests(task, model, config, params, manifest, folder / "predictions")
+        return {name: task.analyze(folder / "predictions", name, config, params, folder / "plots")
+                for name in params.data.sl_tests}
+    return evaluate
+
+
+def train(params: Params) -> dict[str, Any]:
+    """Split sl_train (stratified, grouped), optionally cross-validate, train, save the model."""
+    from dermdl.io import atomic_file
+    from dermdl.models import save_model
     from dermdl.train import fit
+    from dermdl.weak_labels import rounds_table
 
     task = get_task(params.task)
     manifest = load_manifest(params)
     sl_train = _records(manifest, params.data.sl_train)
-    weak = _records(manifest, params.data.wl_train) if params.train.weak_labels == "pretrain" else None
-    train_records, valid_records = stratified_split(sl_train, params.train.valid_size, params.train.seed)
-    result = fit(task, params, train_records, valid_records, manifest["classes"], params.out, weak_records=weak)
+    grouped = attach_groups(params, sl_train)
+    weak = _records(manifest, params.data.wl_train) if params.train.weak_labels != "none" else None
     model_dir = params.out / "model"
+    cv = None
+    if params.train.cv_folds:
+        from dermdl.cross_validation import cross_validate
+
+        cv = cross_validate(task, params, sl_train, manifest["classes"], model_dir / "cv", weak)
+    train_records, valid_records = _split(params, sl_train)
+    rounds_dir = model_dir / "rounds"
+    shutil.rmtree(rounds_dir, ignore_errors=True)  # an earlier run's rounds must not pass for this run's
+    evaluate = _round_evaluator(task, params, manifest, rounds_dir) if params.train.weak_labels == "self_train" else None
+    result = fit(task, params, train_records, valid_records, manifest["classes"], params.out,
+                 weak_records=weak, evaluate=evaluate)
     save_model(result.model, result.config, model_dir)
     atomic_write_json(model_dir / "params.json", params.to_dict())
+    if result.lr_plot:
+        with atomic_file(model_dir / "lr_find.png") as tmp:
+            tmp.write_bytes(result.lr_plot)
+    if result.rounds:
+        atomic_write_json(rounds_dir / "rounds.json", result.rounds)
+        atomic_write_text(rounds_dir / "rounds.md", rounds_table(result.rounds))
+        print("train: test metrics after each self-training round\n" + rounds_table(result.rounds))
     summary = {
         "train_images": len(train_records),
         "valid_images": len(valid_records),
+        "grouped_images": grouped,
         "weak_images": len(weak or []),
         "epochs": result.epochs_run,
+        "lr": result.lr,
+        "optimizer": params.train.optimizer,
+        "mixed_precision": result.precision,
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "cv_folds": params.train.cv_folds,
         "seconds": round(result.seconds, 2),
         "images_per_second": round(result.images_per_second, 2),
     }
     atomic_write_json(model_dir / "train.json", summary)
     print(f"train: {summary}")
-    return summary
+    return summary | ({"cv": cv} if cv else {})
 
 
 def infer(params: Params) -> dict[str, Path]:
-    """Predict every test set with the trained model; one CSV per test set."""
+    """Predict every test set with the trained model; one file (or folder) per test set."""
     from dermdl.models import load_model
 
     task = get_task(params.task)
@@ -150,13 +224,9 @@ def infer(params: Params) -> dict[str, Path]:
     # detection.score_threshold takes effect without retraining).
     config = replace(config, extra={**config.extra, **task.config_extra(params)})
     manifest = load_manifest(params)
-    written = {}
     with atomic_dir(params.out / "predictions") as tmp:
-        for name in params.data.sl_tests:
-            records = _records(manifest, (name,))
-            probs = task.predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs)
-            path = task.write_predictions(records, probs, config, tmp, name)
-            written[name] = params.out / "predictions" / path.relative_to(tmp)
+        written = predict_tests(task, model, config, params, manifest, tmp)
+    written = {name: params.out / "predictions" / path.relative_to(tmp) for name, path in written.items()}
     print(f"infer: predictions for {', '.join(written)} -> {params.out / 'predictions'}")
     return written
 

@@ -51,8 +51,19 @@ def class_weights(targets: list[str], classes: list[str], mode: str) -> torch.Te
 class SumOfLosses:
     """Focal + cross-entropy: focal for hard examples, CE keeps gradients alive on easy ones early on."""
 
+    y_int = True  # integer targets: fastai MixUp mixes the losses, not the labels
+
     def __init__(self, *losses: Any):
         self.losses = losses
+
+    @property
+    def reduction(self) -> str:
+        return self.losses[0].reduction
+
+    @reduction.setter
+    def reduction(self, value: str) -> None:  # fastai MixUp switches to per-item losses and back
+        for loss in self.losses:
+            loss.reduction = value
 
     def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return sum(loss(logits, target) for loss in self.losses)

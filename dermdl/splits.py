@@ -7,11 +7,54 @@ from collections import Counter
 from sklearn.model_selection import train_test_split
 
 
+def _labels_and_groups(records: list[dict]) -> tuple[list, list]:
+    labels = [r.get("stratum") or "" for r in records]
+    groups = [r.get("group") or f"#image{i}" for i, r in enumerate(records)]  # no group id: its own group
+    return labels, groups
+
+
+def has_groups(records: list[dict]) -> bool:
+    return any(r.get("group") for r in records)
+
+
+def grouped_split(records: list[dict], valid_size: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """Validation split that keeps every lesion/patient group on one side (label-stratified)."""
+    from dermdl.grouped_split import group_split
+
+    labels, groups = _labels_and_groups(records)
+    side = group_split(labels, groups, {"train": 1 - valid_size, "valid": valid_size}, seed)
+    train = [r for r, s in zip(records, side) if s == "train"]
+    valid = [r for r, s in zip(records, side) if s == "valid"]
+    if not train or not valid:
+        raise ValueError(f"sl_train: {len(set(groups))} groups are too few for train.valid_size={valid_size}")
+    return train, valid
+
+
+def folds(records: list[dict], k: int, seed: int) -> list[tuple[list[dict], list[dict]]]:
+    """k (train, held-out) pairs; every record is held out once; groups never straddle two folds."""
+    from dermdl.grouped_split import group_split
+
+    labels, groups = _labels_and_groups(records)
+    if len(set(groups)) < k:
+        raise ValueError(f"train.cv_folds={k}: sl_train has only {len(set(groups))} images/groups; lower cv_folds")
+    assigned = group_split(labels, groups, {f"fold{i}": 1 / k for i in range(k)}, seed)
+    out = []
+    for i in range(k):
+        held = [r for r, a in zip(records, assigned) if a == f"fold{i}"]
+        if not held:
+            raise ValueError(f"train.cv_folds={k}: fold {i} is empty; lower cv_folds")
+        out.append(([r for r, a in zip(records, assigned) if a != f"fold{i}"], held))
+    return out
+
+
 def stratified_split(records: list[dict], valid_size: float, seed: int) -> tuple[list[dict], list[dict]]:
-    """Seeded split of ``sl_train``, stratified by each record's ``stratum`` when the task sets one.
+    """Seeded split of ``sl_train``, stratified by each record's ``stratum`` when the task sets one;
+    grouped (no lesion/patient on both sides) when records carry a ``group``.
 
     A stratum too small to split is an error rather than a silently unstratified split.
     """
+    if has_groups(records):
+        return grouped_split(records, valid_size, seed)
     if not records or any(r.get("stratum") is None for r in records):
         n_valid = max(1, round(len(records) * valid_size))
         if len(records) - n_valid < 1:

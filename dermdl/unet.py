@@ -20,7 +20,7 @@ from torch import nn
 
 from dermdl.models import create_backbone, resolve_arch
 
-LOSSES = ("ce", "dice", "ce_dice", "focal")
+LOSSES = ("ce", "dice", "ce_dice", "focal", "focal_tversky")
 
 
 def timm_encoder(backbone: nn.Module, arch: str = "model") -> nn.Sequential:
@@ -85,14 +85,20 @@ class SegmentationLoss(nn.Module):
     * dice: 1 - weighted mean over classes of the soft Dice, pixels pooled over the batch.
     * ce_dice: ce + dice (CE gives stable gradients early, Dice targets the overlap metric).
     * focal: (1 - p_t)^gamma * CE per pixel (Lin et al. 2017), class-weighted the same way.
+    * focal_tversky: weighted mean over classes of (1 - Tversky index)^(1/gamma) (Abraham & Khan 2019);
+      ``alpha`` weighs false negatives, ``beta`` false positives: alpha > beta favours recall of small lesions.
     """
 
     def __init__(self, kind: str = "ce_dice", weight: list[float] | None = None, gamma: float = 2.0,
-                 smooth: float = 1.0):
+                 smooth: float = 1.0, tversky: tuple[float, float, float] = (0.7, 0.3, 4 / 3)):
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"unknown segmentation loss {kind!r}; use one of {', '.join(LOSSES)}")
         self.kind, self.gamma, self.smooth = kind, gamma, smooth
+        self.tversky = tversky
+        # fastai MixUp asks for per-item losses (reduction "none") and for integer targets (y_int); the
+        # Dice-type terms pool pixels over the batch, so every kind returns the batch loss here.
+        self.reduction, self.y_int = "mean", True
         self.register_buffer("weight", None if weight is None else torch.tensor(weight, dtype=torch.float32))
 
     def _ce(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
@@ -115,6 +121,19 @@ class SegmentationLoss(nn.Module):
         w = torch.ones(k, device=logits.device) if weight is None else weight
         return 1 - (w * dice).sum() / w.sum()
 
+    def _focal_tversky(self, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        alpha, beta, gamma = self.tversky
+        k = logits.shape[1]
+        probs = logits.softmax(dim=1)
+        onehot = F.one_hot(target, k).permute(0, 3, 1, 2).to(probs.dtype)
+        dims = (0, 2, 3)
+        tp = (probs * onehot).sum(dims)
+        fn = ((1 - probs) * onehot).sum(dims)
+        fp = (probs * (1 - onehot)).sum(dims)
+        index = (tp + self.smooth) / (tp + alpha * fn + beta * fp + self.smooth)
+        w = torch.ones(k, device=logits.device) if weight is None else weight
+        return (w * (1 - index).clamp_min(0) ** (1 / gamma)).sum() / w.sum()
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits, target = _plain(logits).float(), _plain(target).long()
         weight = None if self.weight is None else self.weight.to(logits.device)
@@ -124,6 +143,8 @@ class SegmentationLoss(nn.Module):
             return self._focal(logits, target, weight)
         if self.kind == "dice":
             return self._dice(logits, target, weight)
+        if self.kind == "focal_tversky":
+            return self._focal_tversky(logits, target, weight)
         return self._ce(logits, target, weight) + self._dice(logits, target, weight)
 
     def activation(self, x: torch.Tensor) -> torch.Tensor:  # used by fastai's get_preds

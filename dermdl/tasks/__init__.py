@@ -42,6 +42,8 @@ class Task:
     - ``build_model(config, pretrained)`` -> (model, (mean, std)); ``config`` is a ModelConfig
     - ``loss_and_metrics(params, classes, train_records)`` -> (loss function, fastai metrics)
     - ``predict(model, config, paths, bs)`` -> predictions for images, prepared or raw
+    - ``pseudo_label(model, config, records, params, work_dir)`` -> copies of weakly labelled records whose
+      ``target`` is the model's prediction (self-training); files it needs go to ``work_dir``
     - ``write_predictions(records, predictions, config, out_dir, name)`` -> path written
     - ``analyze(predictions_dir, name, config, params, plots_dir)`` -> metrics dict (CIs as value/lo/hi)
     - ``table(metrics, title)`` -> the readable summary printed at the end of a run
@@ -57,6 +59,7 @@ class Task:
     build_model: Callable[..., tuple[nn.Module, Any]]
     loss_and_metrics: Callable[..., Any]
     predict: Callable[..., Any]
+    pseudo_label: Callable[..., list[dict]]
     write_predictions: Callable[..., Path]
     analyze: Callable[..., dict]
     table: Callable[[dict, str], str]

@@ -97,6 +97,14 @@ def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], 
     return np.concatenate(out) if out else np.zeros((0, len(config.classes)), dtype=np.float32)
 
 
+def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any,
+                 work_dir: Path) -> list[dict]:
+    """Self-training: each weakly labelled image gets the teacher's most probable class (hard label)."""
+    probs = predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs)
+    labels = [config.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
+    return [{**r, "target": label, "stratum": label} for r, label in zip(records, labels)]
+
+
 def write_predictions(records: Sequence[dict], probs: np.ndarray, config: ModelConfig, out_dir: Path, name: str) -> Path:
     """CSV: path, true label (empty for new images), predicted label, one probability column per class."""
     frame = pd.DataFrame(
@@ -144,6 +152,7 @@ TASK = Task(
     build_model=build_model,
     loss_and_metrics=loss_and_metrics,
     predict=predict,
+    pseudo_label=pseudo_label,
     write_predictions=write_predictions,
     analyze=analyze,
     table=evaluate.format_table,

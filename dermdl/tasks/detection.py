@@ -180,6 +180,21 @@ def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], 
     return {"images": out, "category_ids": [int(v) for v in model.category_ids.cpu()]}
 
 
+def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any,
+                 work_dir: Path) -> list[dict]:
+    """Self-training: the teacher's boxes scoring >= ``detection.score_threshold`` become the targets
+    (prepared images are passed, so the boxes are already in prepared coordinates)."""
+    threshold = params.detection.score_threshold
+    preds = predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs)
+    out = []
+    for record, det in zip(records, preds["images"]):
+        keep = det["scores"] >= threshold
+        objects = [{"bbox": [round(float(v), 3) for v in box], "category": config.classes[int(label)], "iscrowd": 0,
+                    "segmentation": []} for box, label in zip(det["boxes"][keep], det["labels"][keep])]
+        out.append({**record, "target": objects})
+    return out
+
+
 def _overlay_name(file_name: str, used: set[str]) -> str:
     stem = Path(file_name).with_suffix("").as_posix().replace("/", "__")
     name, k = f"{stem}.png", 1
@@ -325,6 +340,7 @@ TASK = Task(
     build_model=build_model,
     loss_and_metrics=loss_and_metrics,
     predict=predict,
+    pseudo_label=pseudo_label,
     write_predictions=write_predictions,
     analyze=analyze,
     table=detection_metrics.format_table,

@@ -148,7 +148,8 @@ def loss_and_metrics(params: Any, classes: list[str], train_records: list[dict])
 
     seg = params.segmentation
     weights = list(seg.class_weights) if seg.class_weights is not None else None
-    return SegmentationLoss(seg.loss, weights), [ForegroundDice()]
+    tversky = (seg.tversky_alpha, seg.tversky_beta, seg.tversky_gamma)
+    return SegmentationLoss(seg.loss, weights, tversky=tversky), [ForegroundDice()]
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,21 @@ def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], 
         batch = torch.stack([_to_tensor(im, config) for im in images]).to(device)
         probs = torch.softmax(model(batch).float(), dim=1).cpu().numpy().astype(np.float16)
         out += [SegPrediction(p, *im.size) for p, im in zip(probs, images)]
+    return out
+
+
+def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any,
+                 work_dir: Path) -> list[dict]:
+    """Self-training: the teacher's mask of each weakly labelled image, written to ``work_dir`` at the
+    prepared size in the stored value convention (so it reads back like a real prepared mask)."""
+    vmap, size = config_value_map(config), config.preprocess_size
+    preds = predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs)
+    out = []
+    for index, (record, pred) in enumerate(zip(records, preds)):
+        labels = resize_probs(pred.probs, size).argmax(axis=0).astype(np.uint8)
+        path = work_dir / f"{index:06d}.png"
+        write_png(path, vmap.to_stored(labels))
+        out.append({**record, "target": str(path.resolve()), "content_box": [0, 0, size, size]})
     return out
 
 
@@ -292,6 +308,7 @@ TASK = Task(
     build_model=build_model,
     loss_and_metrics=loss_and_metrics,
     predict=predict,
+    pseudo_label=pseudo_label,
     write_predictions=write_predictions,
     analyze=analyze,
     table=sm.format_table,

@@ -1,0 +1,121 @@
+"""fastai callbacks and data-loader tweaks the training core adds on top of fastai's own.
+
+fastai's trackers (early stopping, SaveModelCallback) reset on every ``fit``; a dermdl schedule is
+several fits (frozen, unfrozen, per size factor), so :class:`Monitor` keeps its best value and
+patience across all of them. Logging is owned by the core's DVCLive run for the same reason.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+from fastai.callback.core import Callback, CancelFitException
+from fastai.callback.tracker import TrackerCallback
+
+
+class EpochLogger(Callback):
+    """Log fastai's per-epoch metrics to DVCLive and TensorBoard across all training phases.
+
+    dvclive's own fastai callback ends its run after one ``fine_tune``; a schedule runs several,
+    so the core owns the run and this callback only logs into it.
+    """
+
+    order = 60  # after the Recorder has written the epoch's values
+
+    def __init__(self, live: Any, writer: Any, phase: str, step: list[int]):
+        self.live, self.writer, self.phase, self.step = live, writer, phase, step
+
+    def after_batch(self) -> None:
+        if self.training and not hasattr(self.learn, "lr_finder"):
+            self.writer.add_scalar("train/batch_loss", float(self.learn.smooth_loss), self.learn.train_iter)
+
+    def after_epoch(self) -> None:
+        names, values = self.learn.recorder.metric_names, self.learn.recorder.log
+        for name, value in zip(names, values):
+            if name in ("epoch", "time") or value is None:
+                continue
+            # fastai names: train_loss, valid_loss, <metric>; with Recorder.train_metrics (detection's
+            # per-component losses) also train_<metric> / valid_<metric>.
+            prefix, _, rest = name.partition("_")
+            key = f"{prefix}/{rest}" if prefix in ("train", "valid") and rest else f"valid/{name}"
+            self.live.log_metric(key, float(value))
+            self.writer.add_scalar(key, float(value), self.step[0])
+        self.live.log_metric("frozen", int(self.phase.endswith("frozen") and not self.phase.endswith("unfrozen")))
+        self.live.log_metric("lr", float(self.learn.opt.hypers[-1]["lr"]))
+        self.live.next_step()
+        self.step[0] += 1
+
+
+class Monitor(TrackerCallback):
+    """Early stopping and best-epoch weights over a whole schedule (``reset_on_fit=False``)."""
+
+    order = TrackerCallback.order + 1
+
+    def __init__(self, monitor: str, min_delta: float, patience: int, keep_best: bool):
+        super().__init__(monitor=monitor, min_delta=min_delta, reset_on_fit=False)
+        self.patience, self.keep_best = patience, keep_best
+        self.wait, self.stopped, self.best_state, self.best_epoch, self.epochs_seen = 0, False, None, None, 0
+
+    def after_epoch(self) -> None:
+        super().after_epoch()
+        self.epochs_seen += 1
+        if self.new_best:
+            self.wait, self.best_epoch = 0, self.epochs_seen
+            if self.keep_best:
+                self.best_state = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
+            return
+        self.wait += 1
+        if self.patience and self.wait >= self.patience:
+            self.stopped = True
+            raise CancelFitException()
+
+    def restore_best(self, model: torch.nn.Module) -> None:
+        if self.keep_best and self.best_state is not None:
+            model.load_state_dict(self.best_state)
+
+
+def metric_names(metrics: list) -> list[str]:
+    """The names fastai's Recorder will use, known before training starts (to check ``monitor``)."""
+    from fastai.learner import AvgMetric
+    from fastai.metrics import Metric
+
+    names = ["train_loss", "valid_loss"]
+    for metric in metrics:
+        names.append(metric.name if isinstance(metric, Metric) else AvgMetric(metric).name)
+    return names
+
+
+def check_monitor(monitor: str, metrics: list) -> None:
+    names = metric_names(metrics)[1:]
+    if monitor not in names:
+        raise ValueError(f"train.monitor: {monitor!r} is not logged for this task; use one of {names}")
+
+
+def balanced_sampler(strata: list[str]):
+    """``get_idxs`` for a fastai DataLoader: n draws with replacement, each class equally likely.
+
+    Draws use numpy's global generator, which fastai's ``set_seed`` seeds, so runs stay reproducible.
+    """
+    counts = Counter(strata)
+    weights = np.array([1.0 / counts[s] for s in strata])
+    weights /= weights.sum()
+
+    def get_idxs() -> list[int]:
+        return np.random.choice(len(strata), len(strata), replace=True, p=weights).tolist()
+
+    return get_idxs
+
+
+def precision(device: torch.device, mode: str) -> str:
+    """Mixed precision actually used: ``off`` on CPU; ``auto`` = bf16 where the GPU has it, else fp16."""
+    if device.type != "cuda":
+        if mode in ("bf16", "fp16"):
+            warnings.warn(f"train.mixed_precision={mode} applies on CUDA only; training in fp32 on {device.type}")
+        return "off"
+    if mode == "auto":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return mode

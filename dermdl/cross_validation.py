@@ -1,0 +1,96 @@
+"""k-fold cross-validation of the whole training recipe on ``sl_train`` (``train.cv_folds``).
+
+Folds are label-stratified and grouped (a lesion/patient never sits in two folds). Each fold's
+model predicts its held-out fold; the report has per-fold metrics, their mean and std, and the
+pooled out-of-fold metrics with bootstrap CIs (every sl_train image predicted exactly once, by a
+model that never saw it). Test sets are untouched: the final model is trained afterwards as usual.
+
+Output: ``<out>/model/cv/{report.json, metrics.json, summary.md, fold_<i>/...}``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
+from dermdl.params import Params
+from dermdl.tasks import Task
+from dermdl.weak_labels import overall_values
+
+
+def concat_predictions(parts: list[Any]) -> Any:
+    """Join per-fold prediction containers: arrays (classification), lists (segmentation) or
+    ``{"images": [...], ...}`` dicts (detection), in fold order."""
+    first = parts[0]
+    if isinstance(first, np.ndarray):
+        return np.concatenate(parts)
+    if isinstance(first, dict):
+        return {**first, "images": [image for part in parts for image in part["images"]]}
+    return [item for part in parts for item in part]
+
+
+def _with_ci(metric: Any) -> str:
+    if isinstance(metric, dict):
+        value, lo, hi = metric.get("value"), metric.get("lo"), metric.get("hi")
+        if value is None:
+            return "—"
+        return f"{value:.3f} ({lo:.3f}–{hi:.3f})" if lo is not None and hi is not None else f"{value:.3f}"
+    return "—" if metric is None else f"{metric:.3f}"
+
+
+def summary_table(per_fold: list[dict[str, float]], pooled: dict) -> str:
+    metrics = list(per_fold[0])
+    lines = ["| metric | " + " | ".join(f"fold {i}" for i in range(len(per_fold))) + " | mean ± std | pooled (95% CI) |",
+             "| --- |" + " --- |" * (len(per_fold) + 2)]
+    for name in metrics:
+        values = [fold.get(name) for fold in per_fold]
+        known = [v for v in values if v is not None]
+        spread = f"{statistics.mean(known):.3f} ± {statistics.stdev(known) if len(known) > 1 else 0.0:.3f}" if known else "—"
+        p = (pooled.get("overall") or {}).get(name)
+        pooled_text = _with_ci(p)
+        cells = " | ".join("—" if v is None else f"{v:.3f}" for v in values)
+        lines.append(f"| {name} | {cells} | {spread} | {pooled_text} |")
+    return "\n".join(lines) + "\n"
+
+
+def cross_validate(task: Task, params: Params, records: list[dict], classes: list[str], cv_dir: Path,
+                   weak: list[dict] | None = None) -> dict[str, Any]:
+    """Train one model per fold, score it on its held-out fold, pool the out-of-fold predictions."""
+    from dermdl.splits import folds
+    from dermdl.train import fit
+
+    k = params.train.cv_folds
+    shutil.rmtree(cv_dir, ignore_errors=True)
+    splits = folds(records, k, params.train.seed)
+    held_out, predictions, per_fold_full, config = [], [], [], None
+    with atomic_dir(cv_dir) as tmp:
+        for index, (train, valid) in enumerate(splits):
+            fold_dir = tmp / f"fold_{index}"
+            print(f"train: cross-validation fold {index + 1}/{k}: {len(train)} training, {len(valid)} held-out images")
+            result = fit(task, params, train, valid, classes, fold_dir, weak_records=weak)
+            config = result.config
+            preds = task.predict(result.model, config, [Path(r["abspath"]) for r in valid], params.infer.bs)
+            task.write_predictions(valid, preds, config, fold_dir / "predictions", "held_out")
+            per_fold_full.append(task.analyze(fold_dir / "predictions", "held_out", config, params, fold_dir / "plots"))
+            held_out += valid
+            predictions.append(preds)
+        task.write_predictions(held_out, concat_predictions(predictions), config, tmp / "pooled", "out_of_fold")
+        pooled = task.analyze(tmp / "pooled", "out_of_fold", config, params, tmp / "pooled" / "plots")
+        per_fold = [overall_values(m) for m in per_fold_full]
+        spread = {name: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
+                  for name in per_fold[0]
+                  if (v := [f[name] for f in per_fold if f.get(name) is not None])}
+        report = {"folds": k, "grouped": any(r.get("group") for r in records), "per_fold": per_fold_full,
+                  "pooled": pooled}
+        atomic_write_json(tmp / "report.json", report)
+        atomic_write_json(tmp / "metrics.json", {"per_fold": per_fold, "mean_std": spread,
+                                                 "pooled": overall_values(pooled)})
+        table = summary_table(per_fold, pooled)
+        atomic_write_text(tmp / "summary.md", table)
+    print(f"train: {k}-fold cross-validation on sl_train (held-out folds)\n{table}")
+    return {"per_fold": per_fold, "mean_std": spread, "pooled": overall_values(pooled)}
