@@ -26,14 +26,16 @@ class EpochLogger(Callback):
 
     order = 60  # after the Recorder has written the epoch's values
 
-    def __init__(self, live: Any, writer: Any, phase: str, step: list[int]):
-        self.live, self.writer, self.phase, self.step = live, writer, phase, step
+    def __init__(self, live: Any, writer: Any, phase: str, step: list[int], skip: int = 0):
+        self.live, self.writer, self.phase, self.step, self.skip = live, writer, phase, step, skip
 
     def after_batch(self) -> None:
-        if self.training and not hasattr(self.learn, "lr_finder"):
+        if self.training and not hasattr(self.learn, "lr_finder") and self.epoch >= self.skip:
             self.writer.add_scalar("train/batch_loss", float(self.learn.smooth_loss), self.learn.train_iter)
 
     def after_epoch(self) -> None:
+        if self.epoch < self.skip:  # fast-forwarded on resume: done before the interruption
+            return
         names, values = self.learn.recorder.metric_names, self.learn.recorder.log
         for name, value in zip(names, values):
             if name in ("epoch", "time") or value is None:
@@ -59,8 +61,20 @@ class Monitor(TrackerCallback):
         super().__init__(monitor=monitor, min_delta=min_delta, reset_on_fit=False)
         self.patience, self.keep_best = patience, keep_best
         self.wait, self.stopped, self.best_state, self.best_epoch, self.epochs_seen = 0, False, None, None, 0
+        self.skip = 0  # epochs of the current fit fast-forwarded on resume
+
+    STATE = ("best", "wait", "stopped", "best_state", "best_epoch", "epochs_seen")
+
+    def state(self) -> dict:
+        return {k: getattr(self, k) for k in self.STATE}
+
+    def load(self, state: dict) -> None:
+        for key in self.STATE:
+            setattr(self, key, state[key])
 
     def after_epoch(self) -> None:
+        if self.epoch < self.skip:
+            return
         super().after_epoch()
         self.epochs_seen += 1
         if self.new_best:
@@ -76,6 +90,33 @@ class Monitor(TrackerCallback):
     def restore_best(self, model: torch.nn.Module) -> None:
         if self.keep_best and self.best_state is not None:
             model.load_state_dict(self.best_state)
+
+
+class Checkpointer(Callback):
+    """After each real (not fast-forwarded) epoch: count it and let the session save a checkpoint."""
+
+    order = Monitor.order + 1
+
+    def __init__(self, save: Any, skip: int = 0):
+        self.save, self.skip = save, skip
+
+    def after_epoch(self) -> None:
+        if self.epoch >= self.skip:
+            self.save(self.learn)
+
+
+class RestoreEpochState(Callback):
+    """Resume mid-phase: when epoch ``epoch`` begins, put back every generator and the running
+    (smoothed) training loss as they were when that epoch began in the interrupted run."""
+
+    order = -100
+
+    def __init__(self, epoch: int, restore: Any):
+        self.at, self.restore = epoch, restore
+
+    def before_epoch(self) -> None:
+        if self.epoch == self.at:
+            self.restore(self.learn)
 
 
 def metric_names(metrics: list) -> list[str]:

@@ -72,7 +72,7 @@ def cross_validate(task: Task, params: Params, records: list[dict], classes: lis
         for index, (train, valid) in enumerate(splits):
             fold_dir = tmp / f"fold_{index}"
             print(f"train: cross-validation fold {index + 1}/{k}: {len(train)} training, {len(valid)} held-out images")
-            result = fit(task, params, train, valid, classes, fold_dir, weak_records=weak)
+            result = fit(task, params, train, valid, classes, fold_dir, weak_records=weak, resumable=False)
             config = result.config
             preds = task.predict(result.model, config, [Path(r["abspath"]) for r in valid], params.infer.bs)
             task.write_predictions(valid, preds, config, fold_dir / "predictions", "held_out")

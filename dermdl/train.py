@@ -16,7 +16,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dermdl.callbacks import EpochLogger, Monitor, balanced_sampler, check_monitor, precision
+from dermdl.callbacks import (
+    Checkpointer,
+    EpochLogger,
+    Monitor,
+    RestoreEpochState,
+    balanced_sampler,
+    check_monitor,
+    precision,
+)
 from dermdl.models import ModelConfig
 from dermdl.params import Params
 from dermdl.recipe import opt_func
@@ -50,7 +58,7 @@ def scaled(params: Params, factor: float) -> Params:
 class Session:
     """What every learner of one training run shares: the logs, the step counter, timing, the config."""
 
-    def __init__(self, task: Task, params: Params, classes: list[str], out: Path):
+    def __init__(self, task: Task, params: Params, classes: list[str], out: Path, checkpoints: Any = None):
         from dvclive import Live
         from torch.utils.tensorboard import SummaryWriter
 
@@ -61,7 +69,9 @@ class Session:
             preprocess_size=params.preprocess.size, resize=params.preprocess.resize,
             extra={"exp_name": train.exp_name, "pretrained": train.pretrained, **task.config_extra(params)},
         )
-        self.live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=False)
+        self.checkpoints = checkpoints  # dermdl.checkpoint.Checkpoints, or None: no saving, no resuming
+        self.resume: dict | None = checkpoints.load() if checkpoints else None
+        self.live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=False, resume=bool(self.resume))
         self.writer = SummaryWriter(log_dir=str(out / "tensorboard" / train.exp_name))
         self.step = [0]
         self.seconds = 0.0
@@ -70,6 +80,12 @@ class Session:
         self.lr_plot: bytes | None = None
         self.precision = "off"
         self.monitor: Monitor | None = None
+        self.lr_ready = not params.train.auto_lr
+        self.tune = 0  # fine_tune calls so far (a checkpoint's monitor state belongs to one)
+        self.epochs_done = 0  # over the whole run, fast-forwarded ones included (checkpoint position)
+        if self.resume:
+            self.live.step = self.step[0] = int(self.resume["step"])
+            self.lr, self.lr_ready = float(self.resume["lr"]), True
 
     def close(self) -> None:
         self.writer.close()
@@ -134,51 +150,128 @@ class Session:
         self.lr_plot = buffer.getvalue()
         return float(suggestion.valley)
 
+    # -- resume -------------------------------------------------------------------------------
+    def _save_checkpoint(self, learn) -> None:
+        from dermdl.checkpoint import capture_rng, plain_optimizer_state
+
+        self.epochs_done += 1
+        if self.checkpoints is None:
+            return
+        self.checkpoints.save({
+            "epochs_done": self.epochs_done, "step": self.step[0], "lr": self.lr, "tune": self.tune,
+            "model": {k: v.detach().cpu() for k, v in learn.model.state_dict().items()},
+            "opt": plain_optimizer_state(learn.opt), "rng": capture_rng(learn.dls),
+            "monitor": self.monitor.state() if self.monitor else None,
+            "smooth_loss": [learn.recorder.smooth_loss.count, learn.recorder.smooth_loss.val],
+        })
+
+    def _restore_rng(self, learn) -> None:
+        from dermdl.checkpoint import restore_rng
+
+        restore_rng(self.resume["rng"], learn.dls)
+
+    def _restore_epoch(self, learn) -> None:
+        self._restore_rng(learn)
+        smooth = learn.recorder.smooth_loss  # fastai's train_loss: a running mean over the whole fit
+        smooth.count, smooth.val = int(self.resume["smooth_loss"][0]), self.resume["smooth_loss"][1]
+
+    def _resume_point(self, learn, epochs: int) -> int | None:
+        """Epochs of the next phase already done (None: phase untouched by the checkpoint); restores state
+        that must be in place before the phase starts (at a phase boundary: generators and weights)."""
+        if not self.resume:
+            return None
+        done = int(self.resume["epochs_done"])
+        if done >= self.epochs_done + epochs:  # whole phase finished before the interruption
+            return epochs
+        self._load_weights(learn)
+        if done == self.epochs_done:  # boundary: the uninterrupted run saved just before this point
+            self._restore_rng(learn)
+            self.resume = None
+            return 0
+        return done - self.epochs_done
+
+    def _load_weights(self, learn) -> None:
+        if self.monitor and self.resume["monitor"] and self.resume["tune"] == self.tune:
+            self.monitor.load(self.resume["monitor"])
+        learn.model.load_state_dict(self.resume["model"])
+
+    def _at_boundary(self, learn) -> None:
+        """Resume exactly where the checkpoint was taken, before anything draws a random number."""
+        if self.resume and int(self.resume["epochs_done"]) == self.epochs_done:
+            self._load_weights(learn)
+            self._restore_rng(learn)
+            self.resume = None
+
+    # -- the schedule ------------------------------------------------------------------------
     def fine_tune(self, learn, train_records: list[dict], valid_records: list[dict], label: str = "") -> None:
         """Frozen then unfrozen phases, once per size factor, with monitoring callbacks."""
-        from fastai.callback.tracker import ReduceLROnPlateau
-
         train = self.params.train
-        if train.auto_lr and self.lr_plot is None:
-            self.lr = self.find_lr(learn)
+        self.tune += 1
+        if not self.lr_ready:
+            self.lr, self.lr_ready = self.find_lr(learn), True
             print(f"train: LR finder (valley) suggests lr = {self.lr:.2e}")
         monitored = bool(valid_records) and (train.early_stopping or train.keep_best)
         self.monitor = Monitor(train.monitor, train.min_delta, train.early_stopping, train.keep_best) if monitored else None
         start = time.perf_counter()
         for factor in train.progressive_resizing or (1.0,):
+            self._at_boundary(learn)  # before this stage's data loaders draw their generators
             sized = scaled(self.params, factor)
             learn.dls = self.dataloaders(train_records, valid_records, sized, learn.dermdl_norm)
             stage = f"{label}x{factor:g}_" if train.progressive_resizing else label
             for phase, epochs in ((f"{stage}frozen", train.fepochs), (f"{stage}unfrozen", train.epochs)):
                 if epochs == 0 or (self.monitor and self.monitor.stopped):
                     continue
-                cbs: list = [EpochLogger(self.live, self.writer, phase, self.step)]
-                cbs += [self.monitor] if self.monitor else []
-                if train.plateau and valid_records:
-                    cbs.append(ReduceLROnPlateau(monitor=train.monitor, patience=train.plateau,
-                                                 factor=train.plateau_factor, min_delta=train.min_delta))
+                skip = self._resume_point(learn, epochs) or 0
+                if skip == epochs:
+                    self.epochs_done += epochs
+                    continue
                 before = self.step[0]
-                self._run_phase(learn, phase, epochs, cbs)
+                self._run_phase(learn, phase, epochs, valid_records, skip)
                 self.image_epochs += len(train_records) * (self.step[0] - before)
         self.seconds += time.perf_counter() - start
         if self.monitor:
             self.monitor.restore_best(learn.model)
 
-    def _run_phase(self, learn, phase: str, epochs: int, cbs: list) -> None:
+    def _callbacks(self, phase: str, valid_records: list[dict], skip: int) -> list:
+        from fastai.callback.tracker import ReduceLROnPlateau
+
+        train = self.params.train
+        cbs: list = [EpochLogger(self.live, self.writer, phase, self.step, skip), Checkpointer(self._save_checkpoint, skip)]
+        if self.monitor:
+            self.monitor.skip = skip
+            cbs.append(self.monitor)
+        if train.plateau and valid_records:
+            cbs.append(ReduceLROnPlateau(monitor=train.monitor, patience=train.plateau,
+                                         factor=train.plateau_factor, min_delta=train.min_delta))
+        if skip:
+            cbs.append(RestoreEpochState(skip, self._restore_epoch))
+        return cbs
+
+    def _run_phase(self, learn, phase: str, epochs: int, valid_records: list[dict], skip: int) -> None:
         lr, plateau = self.lr, self.params.train.plateau
-        if phase.endswith("unfrozen"):
+        unfrozen = phase.endswith("unfrozen")
+        # fastai steps every parameter that HAS a gradient: stale zero gradients of an earlier unfrozen
+        # phase would let weight decay shrink a "frozen" body (and a resumed run, which has none, differ).
+        learn.model.zero_grad(set_to_none=True)
+        if unfrozen:  # both clear the optimiser state, as fastai's fine_tune does
             learn.unfreeze()
-            lrs = slice(lr / 200, lr / 2)
-            if plateau:
-                learn.fit(epochs, lrs, cbs=cbs)
-            else:
-                learn.fit_one_cycle(epochs, lrs, pct_start=0.3, div=5.0, cbs=cbs)
         else:
             learn.freeze()
-            if plateau:
-                learn.fit(epochs, slice(lr), cbs=cbs)
-            else:
-                learn.fit_one_cycle(epochs, slice(lr), pct_start=0.99, cbs=cbs)
+        if skip:  # resume mid-phase: the optimiser state saved after the last completed epoch
+            from dermdl.checkpoint import load_optimizer_state
+
+            load_optimizer_state(learn.opt, self.resume["opt"])
+            self.epochs_done = int(self.resume["epochs_done"])
+        cbs = self._callbacks(phase, valid_records, skip)
+        lrs = slice(lr / 200, lr / 2) if unfrozen else slice(lr)
+        if plateau:
+            learn.fit(epochs, lrs, cbs=cbs, start_epoch=skip)
+        elif unfrozen:
+            learn.fit_one_cycle(epochs, lrs, pct_start=0.3, div=5.0, cbs=cbs, start_epoch=skip)
+        else:
+            learn.fit_one_cycle(epochs, lrs, pct_start=0.99, cbs=cbs, start_epoch=skip)
+        if skip:
+            self.resume = None
 
     def result(self, learn, rounds: list[dict] | None = None) -> FitResult:
         learn.model.eval()
@@ -208,17 +301,26 @@ def fit(
     out: Path,
     weak_records: list[dict] | None = None,
     evaluate: Callable[[Any, ModelConfig, int], dict] | None = None,
+    resumable: bool = True,
 ) -> FitResult:
     """Train a model for ``task``; logs go to ``out/dvclive`` and ``out/tensorboard``.
 
-    ``evaluate(model, config, round)`` scores a self-training round on the test sets.
+    ``evaluate(model, config, round)`` scores a self-training round on the test sets. With
+    ``resumable`` (and weak_labels none/pretrain) a checkpoint in ``out/checkpoint`` is written after
+    every epoch and a matching one is resumed from.
     """
+    from dermdl.checkpoint import Checkpoints, fingerprint
     from dermdl.weak_labels import train_with_weak_labels
 
     seed_everything(params)
-    session = Session(task, params, classes, out)
+    checkpoints = None
+    if resumable and params.train.weak_labels != "self_train":
+        checkpoints = Checkpoints(out, fingerprint(params.to_dict(), train_records, valid_records))
+    session = Session(task, params, classes, out, checkpoints)
     try:
         learn, rounds = train_with_weak_labels(session, train_records, valid_records, weak_records or [], evaluate)
     finally:
         session.close()
+    if checkpoints:
+        checkpoints.finish()
     return session.result(learn, rounds)

@@ -1,0 +1,124 @@
+"""Resume an interrupted training run from its last completed epoch.
+
+After every epoch the core writes ``<out>/checkpoint/last.pt`` (atomically): model and optimiser
+state, every random generator the run draws from (torch, numpy, Python, each DataLoader's own),
+the step counters and the monitor state. A new run with the same parameters and data continues
+from there; in deterministic mode it ends with the same weights and metrics as an uninterrupted run
+(``tests/test_resume.py``). The file holds tensors, numbers and strings only and is read with
+``torch.load(weights_only=True)``. A finished run replaces it with ``status.json`` so the next run
+starts fresh; a checkpoint of other parameters or data is ignored (with a message).
+
+Not resumed: cross-validation folds and self-training rounds (they restart from the beginning).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dermdl.io import atomic_file, atomic_write_json
+
+CHECKPOINT = "last.pt"
+STATUS = "status.json"
+
+
+def fingerprint(params_dict: dict, train_records: list[dict], valid_records: list[dict]) -> str:
+    """Everything that shapes the trajectory: parameters that train reads and the exact split."""
+    relevant = {k: v for k, v in params_dict.items() if k not in ("infer", "analyze", "demo", "out_dir")}
+    text = json.dumps([relevant, [r["path"] for r in train_records], [r["path"] for r in valid_records]],
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _python_state(state: tuple) -> list:
+    version, internal, gauss = state
+    return [version, list(internal), gauss]
+
+
+def _python_restore(saved: list) -> tuple:
+    return (int(saved[0]), tuple(int(v) for v in saved[1]), saved[2])
+
+
+def capture_rng(dls: Any) -> dict:
+    numpy_state = np.random.get_state()
+    rng = {
+        "torch": torch.get_rng_state(),
+        "python": _python_state(random.getstate()),
+        "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *map(float, numpy_state[2:])],
+        "loaders": [_python_state(dl.rng.getstate()) for dl in dls.loaders if hasattr(dl, "rng")],
+    }
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
+
+
+def restore_rng(rng: dict, dls: Any) -> None:
+    torch.set_rng_state(rng["torch"])
+    random.setstate(_python_restore(rng["python"]))
+    name, keys, pos, has_gauss, cached = rng["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
+    for dl, state in zip([dl for dl in dls.loaders if hasattr(dl, "rng")], rng["loaders"]):
+        dl.rng = random.Random()
+        dl.rng.setstate(_python_restore(state))
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def plain(value: Any) -> Any:
+    """Containers as dict/list, numpy scalars as Python numbers: what ``weights_only`` loading accepts."""
+    if isinstance(value, torch.Tensor):
+        return value.as_subclass(torch.Tensor).detach().cpu()  # fastai's TensorBase is not loadable
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "L":
+        return [plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def plain_optimizer_state(opt: Any) -> dict:
+    """fastai's optimiser state (``L`` lists, numpy hyper-parameters) as plain containers."""
+    state = opt.state_dict()
+    return {"state": plain(list(state["state"])), "hypers": plain(list(state["hypers"]))}
+
+
+def load_optimizer_state(opt: Any, state: dict) -> None:
+    from fastcore.foundation import L
+
+    opt.load_state_dict({"state": list(state["state"]), "hypers": L(state["hypers"])})
+
+
+class Checkpoints:
+    """Where a run's checkpoint lives; loads a matching one, saves one per epoch, clears on success."""
+
+    def __init__(self, out: Path, key: str):
+        self.folder, self.key = out / "checkpoint", key
+
+    def load(self) -> dict | None:
+        path = self.folder / CHECKPOINT
+        if not path.is_file():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("key") != self.key:
+            print(f"train: {path} is from other parameters or data; starting from the beginning")
+            return None
+        print(f"train: resuming from {path} after epoch {state['epochs_done']}")
+        return state
+
+    def save(self, state: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / STATUS).unlink(missing_ok=True)
+        with atomic_file(self.folder / CHECKPOINT) as tmp:
+            torch.save(plain({**state, "key": self.key}), tmp)
+
+    def finish(self) -> None:
+        """Training completed: a later run must start fresh, not resume."""
+        (self.folder / CHECKPOINT).unlink(missing_ok=True)
+        atomic_write_json(self.folder / STATUS, {"complete": True, "key": self.key})
