@@ -16,6 +16,8 @@ import torch
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.tracker import TrackerCallback
 
+from dermdl.distributed import unwrap
+
 
 class EpochLogger(Callback):
     """Log fastai's per-epoch metrics to DVCLive and TensorBoard across all training phases.
@@ -80,7 +82,8 @@ class Monitor(TrackerCallback):
         if self.new_best:
             self.wait, self.best_epoch = 0, self.epochs_seen
             if self.keep_best:
-                self.best_state = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
+                model = unwrap(self.learn.model)  # DDP wraps the model during a fit
+                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             return
         self.wait += 1
         if self.patience and self.wait >= self.patience:

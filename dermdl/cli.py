@@ -286,6 +286,11 @@ def run(argv: list[str] | None = None) -> int:
     from dermdl import pipeline
 
     params = _load(args)
+    if args.command == "train":
+        from dermdl import distributed
+
+        if distributed.should_launch(params):
+            return distributed.launch(params, list(sys.argv[1:] if argv is None else argv))
     if args.command == "validate":
         return 0 if pipeline.validate(params).ok else 1
     getattr(pipeline, args.command)(params)

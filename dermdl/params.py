@@ -116,6 +116,9 @@ class TrainParams(_Section):
     # Hardware: mixed precision and channels_last apply on CUDA only (CPU trains in fp32).
     mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
+    # Data-parallel: torchrun = the train stage launches itself under torchrun with nproc processes.
+    launcher: Literal["none", "torchrun"] = "none"
+    nproc: int = Field(2, ge=1, le=1024)
 
     @field_validator("model")
     @classmethod

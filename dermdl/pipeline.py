@@ -168,10 +168,16 @@ def train(params: Params) -> dict[str, Any]:
     from dermdl.train import fit
     from dermdl.weak_labels import rounds_table
 
+    from dermdl import distributed
+
     task = get_task(params.task)
     manifest = load_manifest(params)
     sl_train = _records(manifest, params.data.sl_train)
     grouped = attach_groups(params, sl_train)
+    distributed.init()
+    if params.train.cv_folds and distributed.world_size() > 1:
+        raise StageError("train.cv_folds runs in one process; set train.cv_folds: 0 for a multi-process run "
+                         "(or train.launcher: none and run the cross-validation without torchrun)")
     weak = _records(manifest, params.data.wl_train) if params.train.weak_labels != "none" else None
     model_dir = params.out / "model"
     cv = None
@@ -182,9 +188,13 @@ def train(params: Params) -> dict[str, Any]:
     train_records, valid_records = _split(params, sl_train)
     rounds_dir = model_dir / "rounds"
     shutil.rmtree(rounds_dir, ignore_errors=True)  # an earlier run's rounds must not pass for this run's
-    evaluate = _round_evaluator(task, params, manifest, rounds_dir) if params.train.weak_labels == "self_train" else None
+    self_train = params.train.weak_labels == "self_train"
+    evaluate = _round_evaluator(task, params, manifest, rounds_dir) if self_train and distributed.is_main() else None
     result = fit(task, params, train_records, valid_records, manifest["classes"], params.out,
                  weak_records=weak, evaluate=evaluate)
+    if not distributed.is_main():  # rank 0 writes the model and reports
+        distributed.shutdown()
+        return {}
     save_model(result.model, result.config, model_dir)
     atomic_write_json(model_dir / "params.json", params.to_dict())
     if result.lr_plot:
@@ -209,7 +219,8 @@ def train(params: Params) -> dict[str, Any]:
         "seconds": round(result.seconds, 2),
         "images_per_second": round(result.images_per_second, 2),
     }
-    atomic_write_json(model_dir / "train.json", summary)
+    atomic_write_json(model_dir / "train.json", summary | {"processes": distributed.world_size()})
+    distributed.shutdown()
     print(f"train: {summary}")
     return summary | ({"cv": cv} if cv else {})
 

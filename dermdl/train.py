@@ -10,11 +10,14 @@ run are chained (weak labels, self-training rounds) lives in :mod:`dermdl.weak_l
 from __future__ import annotations
 
 import io
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from dermdl.callbacks import (
     Checkpointer,
@@ -25,6 +28,7 @@ from dermdl.callbacks import (
     check_monitor,
     precision,
 )
+from dermdl.distributed import DataParallel, NoLog, alone, is_main, no_gather, shard_train_loader, unwrap, world_size
 from dermdl.models import ModelConfig
 from dermdl.params import Params
 from dermdl.recipe import opt_func
@@ -71,8 +75,14 @@ class Session:
         )
         self.checkpoints = checkpoints  # dermdl.checkpoint.Checkpoints, or None: no saving, no resuming
         self.resume: dict | None = checkpoints.load() if checkpoints else None
-        self.live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=False, resume=bool(self.resume))
-        self.writer = SummaryWriter(log_dir=str(out / "tensorboard" / train.exp_name))
+        if is_main():
+            self.live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=False, resume=bool(self.resume))
+            tensorboard = out / "tensorboard" / train.exp_name
+            if not self.resume:  # the folder persists (resume); a fresh run must not mix in old curves
+                shutil.rmtree(tensorboard, ignore_errors=True)
+            self.writer = SummaryWriter(log_dir=str(tensorboard))
+        else:  # other ranks train but never write
+            self.live, self.writer = NoLog(), NoLog()
         self.step = [0]
         self.seconds = 0.0
         self.image_epochs = 0
@@ -92,9 +102,17 @@ class Session:
         self.live.end()
 
     def dataloaders(self, train_records: list[dict], valid_records: list[dict], params: Params, norm: Any):
+        world = world_size()
+        if world > 1:  # train.bs is the global batch
+            if params.train.bs < world:
+                raise ValueError(f"train.bs={params.train.bs} is smaller than the {world} processes; raise train.bs")
+            params = params.override({"train.bs": params.train.bs // world})
         dls = self.task.dataloaders(train_records, valid_records, self.classes, params, norm)
-        if params.train.oversample:
-            dls.train = dls.train.new(get_idxs=balanced_sampler([r["stratum"] for r in train_records]))
+        if params.train.oversample or world > 1:
+            draw = balanced_sampler([r["stratum"] for r in train_records]) if params.train.oversample else None
+            shard_train_loader(dls.train, draw)
+        if world > 1:
+            no_gather(dls)
         return dls
 
     def learner(self, train_records: list[dict], valid_records: list[dict], loss_records: list[dict] | None = None):
@@ -112,6 +130,8 @@ class Session:
 
             cbs.append(MixUp(self.params.train.mixup))
         dls = self.dataloaders(train_records, valid_records, self.params, norm)
+        if world_size() > 1:
+            cbs.append(DataParallel())
         learn = Learner(dls, model, loss_func=loss, metrics=metrics, splitter=self.task.splitter,
                         opt_func=opt_func(self.params.train), cbs=cbs, path=self.out)
         learn.dermdl_norm = norm
@@ -129,8 +149,6 @@ class Session:
         elif self.precision == "fp16":
             learn.to_fp16()
         if device.type == "cuda" and self.params.train.channels_last and self.task.name != "detection":
-            import torch
-
             learn.model.to(memory_format=torch.channels_last)
 
     def find_lr(self, learn) -> float:
@@ -141,6 +159,16 @@ class Session:
         import matplotlib.pyplot as plt
         from fastai.callback.schedule import valley
 
+        if world_size() > 1:  # rank 0 alone, on its shard; every rank then uses its suggestion
+            lr = torch.tensor([0.0])
+            if is_main():
+                with learn.removed_cbs(learn.data_parallel), alone():
+                    lr[0] = self._lr_find_plot(learn, valley, plt)
+            torch.distributed.broadcast(lr, 0)
+            return float(lr[0])
+        return self._lr_find_plot(learn, valley, plt)
+
+    def _lr_find_plot(self, learn, valley: Any, plt: Any) -> float:
         suggestion = learn.lr_find(suggest_funcs=(valley,), show_plot=True)  # draws on a new Agg figure
         figure = plt.gcf()
         figure.suptitle(f"LR finder: valley = {suggestion.valley:.2e}")
@@ -155,11 +183,11 @@ class Session:
         from dermdl.checkpoint import capture_rng, plain_optimizer_state
 
         self.epochs_done += 1
-        if self.checkpoints is None:
+        if self.checkpoints is None or not is_main():
             return
         self.checkpoints.save({
             "epochs_done": self.epochs_done, "step": self.step[0], "lr": self.lr, "tune": self.tune,
-            "model": {k: v.detach().cpu() for k, v in learn.model.state_dict().items()},
+            "model": {k: v.detach().cpu() for k, v in unwrap(learn.model).state_dict().items()},
             "opt": plain_optimizer_state(learn.opt), "rng": capture_rng(learn.dls),
             "monitor": self.monitor.state() if self.monitor else None,
             "smooth_loss": [learn.recorder.smooth_loss.count, learn.recorder.smooth_loss.val],
@@ -287,8 +315,6 @@ def seed_everything(params: Params) -> None:
 
     set_seed(params.train.seed, reproducible=params.train.deterministic)
     if params.train.deterministic:
-        import torch
-
         torch.use_deterministic_algorithms(True, warn_only=True)  # warn, not fail, on GPU ops without one
 
 
