@@ -87,3 +87,32 @@ def test_dvc_metrics_plots_and_experiments(project):
     metrics = named[0]["data"]["metrics"]["outputs/metrics.json"]["data"]
     assert 0.0 <= metrics["sl_test"]["overall"]["accuracy"] <= 1.0
     assert named[0]["data"]["params"]["params.yaml"]["data"]["analyze"]["seed"] == 1
+
+
+def test_killed_train_stage_resumes_on_next_repro(project):
+    """SIGKILL `dvc repro` mid-training; the next `dvc repro` continues from the last checkpoint."""
+    import signal
+    import time
+
+    import torch
+
+    repo, env, _ = project
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"].update(fepochs=1, epochs=3, seed=7)  # new parameters: train must run again
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    checkpoint = repo / "outputs" / "checkpoint" / "last.pt"
+    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 600
+    while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # dvc and the stage process it started
+    proc.wait()
+    assert checkpoint.exists(), "dvc repro ended before the first epoch checkpoint"
+    done = torch.load(checkpoint, weights_only=True)["epochs_done"]
+    assert 1 <= done < 4
+    result = _run(["dvc", "repro"], repo, env)
+    assert f"resuming from outputs/checkpoint/last.pt after epoch {done}" in result.stdout
+    logged = json.loads((repo / "outputs" / "dvclive" / "metrics.json").read_text())
+    assert logged["step"] == 3  # 4 epochs, steps 0..3, the resumed epochs included
+    assert not checkpoint.exists() and (repo / "outputs" / "checkpoint" / "status.json").is_file()
