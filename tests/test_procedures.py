@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 
 import pytest
 
@@ -20,6 +21,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("train_core")]
 def demo(tmp_path_factory):
     base = tmp_path_factory.mktemp("procedures")
     generate_demo(base / "demo", n_train=6, n_test=2, n_weak=4, size=48)
+    detection = base / "demo" / "detection"  # the demo has no weak detection set: reuse sl_train's images
+    shutil.copy(detection / "annotations" / "sl_train.json", detection / "annotations" / "wl_train.json")
+    shutil.copytree(detection / "images" / "sl_train", detection / "images" / "wl_train")
     return base
 
 
@@ -42,16 +46,16 @@ def _logged(out, key: str) -> list[float]:
         return [float(row[key.split("/")[-1]]) for row in csv.DictReader(handle, delimiter="\t")]
 
 
-@pytest.mark.parametrize("task", ["classification", "segmentation"])
-def test_self_training_scores_every_round(demo, task):
+@pytest.mark.parametrize("task, metric, weak", [
+    ("classification", "accuracy", 12), ("segmentation", "dice_foreground", 12), ("detection", "AP50", 20)])
+def test_self_training_scores_every_round(demo, task, metric, weak):
     out, summary, _ = _train(demo, f"self-{task}", task, weak_labels="self_train", nrepeats=2)
     rounds = json.loads((out / "model" / "rounds" / "rounds.json").read_text())
     assert [r["round"] for r in rounds] == [0, 1, 2]
-    metric = "accuracy" if task == "classification" else "dice_foreground"
     assert all(0 <= r["tests"]["sl_test"][metric] <= 1 for r in rounds)
     assert len(_logged(out, f"round/sl_test/{metric}")) == 3  # one DVCLive step per round
     assert len(re.findall(r"^\| \d", (out / "model" / "rounds" / "rounds.md").read_text(), re.M)) == 3
-    assert summary["weak_images"] == 12
+    assert summary["weak_images"] == weak
     assert not list(out.glob(".pseudo-labels-*"))  # pseudo-label files are cleaned up
 
 
