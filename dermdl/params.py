@@ -300,6 +300,8 @@ def _describe(error: dict[str, Any]) -> str:
         return f"{key}: unknown key — remove it or check its spelling (see README, 'Parameters')"
     if kind == "literal_error":
         return f"{key}: {error['input']!r} is not allowed; {error['msg'].lower()}"
+    if isinstance(error.get("input"), dict):  # a whole section failed a cross-key check: the message says it
+        return f"{key}: {error['msg']}"
     return f"{key}: {error['msg']} (got {error.get('input')!r})"
 
 
