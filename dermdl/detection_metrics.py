@@ -210,6 +210,14 @@ def detection_metrics(gt: dict, results: list[dict], n_boot: int = 1000, ci: flo
             "bootstrap": {"n_boot": int(n_boot), "ci": float(ci), "seed": int(seed), "unit": "image"}}
 
 
+def class_agnostic(gt: dict, results: list[dict], name: str = "lesion") -> tuple[dict, list[dict]]:
+    """The same boxes with every category merged into one: how well a multi-class detector finds
+    lesions, whatever diagnosis it gives them (the "lesion" AP50 of a per-diagnosis detector)."""
+    merged = {**gt, "categories": [{"id": 1, "name": name}],
+              "annotations": [{**a, "category_id": 1} for a in gt.get("annotations", [])]}
+    return merged, [{**r, "category_id": 1} for r in results]
+
+
 def pr_points(evaluator, k: int, iou: float = 0.5) -> list[dict[str, float]]:
     """Interpolated precision-recall curve of category index ``k`` at one IoU (DVC ``simple`` plot)."""
     t = int(np.argmin(np.abs(np.asarray(evaluator.params.iouThrs) - iou)))
@@ -231,6 +239,10 @@ def format_table(metrics: dict[str, Any], title: str = "Detection metrics", digi
     overall = metrics["overall"]
     width = max(len(label) for label in LABELS.values()) + 1
     lines += [f"{LABELS[key] + ':':<{width}} {format_value(overall.get(key), digits)}" for key in STATS]
+    if "any_lesion" in metrics:  # a multi-class detector scored with its categories merged
+        merged = metrics["any_lesion"]
+        lines += ["", f"Any lesion, diagnosis ignored: AP50 {format_value(merged['AP50'], digits)}, "
+                      f"AP@[.50:.95] {format_value(merged['AP'], digits)}"]
     rows = [(name, format_value(v["AP"], digits), format_value(v["AP50"], digits)) for name, v in metrics["per_category"].items()]
     if rows:
         name_w = max(len("category"), *(len(r[0]) for r in rows))

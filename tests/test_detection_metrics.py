@@ -9,6 +9,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from dermdl.detection_metrics import (
+    class_agnostic,
     detection_metrics,
     format_table,
     pr_points,
@@ -167,3 +168,16 @@ def test_pr_points_and_table():
     table = format_table(detection_metrics(gt, results, n_boot=100), "Test set demo")
     assert table.startswith("Test set demo\n=============")
     assert "AP50:" in table and "AP50 lesion: 0.835" in table and "AR@100:" in table
+
+
+def test_class_agnostic_scores_boxes_whatever_their_class():
+    """Right boxes, wrong diagnosis: per-class AP50 is 0, the merged "lesion" AP50 is the box AP."""
+    gt, results = hand_made()
+    gt = {**gt, "categories": [{"id": 1, "name": "mel"}, {"id": 2, "name": "nv"}]}
+    wrong = [{**r, "category_id": 2} for r in results]
+    assert detection_metrics(gt, wrong, n_boot=100)["per_category"]["mel"]["AP50"]["value"] == 0.0
+    merged = detection_metrics(*class_agnostic(gt, wrong), n_boot=100)
+    assert merged["overall"]["AP50"]["value"] == pytest.approx(KNOWN_AP)
+    assert gt["annotations"][0]["category_id"] == 1 and wrong[0]["category_id"] == 2  # inputs untouched
+    table = format_table({**detection_metrics(gt, wrong, n_boot=100), "any_lesion": merged["overall"]})
+    assert "Any lesion, diagnosis ignored: AP50 0.83" in table

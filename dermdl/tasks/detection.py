@@ -318,6 +318,10 @@ def analyze(predictions_dir: Path, name: str, config: ModelConfig, all_params: A
     evaluator = detection_metrics.run_cocoeval(gt, results)
     metrics = detection_metrics.detection_metrics(gt, results, n_boot=params.n_boot, ci=params.ci, seed=params.seed,
                                                   evaluator=evaluator)
+    if len(gt["categories"]) > 1:  # also: are lesions found at all, whatever diagnosis they get?
+        merged = detection_metrics.detection_metrics(*detection_metrics.class_agnostic(gt, results),
+                                                     n_boot=params.n_boot, ci=params.ci, seed=params.seed)
+        metrics["any_lesion"] = {key: merged["overall"][key] for key in ("AP", "AP50")}
     names = {c["id"]: c["name"] for c in gt["categories"]}
     curves = {}
     for k, cat in enumerate(evaluator.params.catIds):
