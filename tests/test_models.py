@@ -42,6 +42,14 @@ def test_packaged_lite0_weights_are_imagenet_weights():
     assert not torch.equal(random_init.conv_stem.weight, source["_conv_stem.weight"])
 
 
+def test_packaged_weights_also_fit_the_tf_padding_variant():
+    source = torch.load(PACKAGED_WEIGHTS["tf_efficientnet_lite0"](), map_location="cpu", weights_only=True)
+    backbone, (mean, std) = create_backbone("tf_efficientnet_lite0", pretrained=True)
+    assert torch.equal(backbone.conv_stem.weight, source["_conv_stem.weight"])
+    assert type(backbone.conv_stem).__name__ == "Conv2dSame"  # TensorFlow's "same" padding
+    assert mean == [0.5, 0.5, 0.5]
+
+
 @pytest.mark.parametrize("key_style", ["timm", "lukemelas", "module-prefixed"])
 def test_local_weights_file(tmp_path, key_style):
     reference = timm.create_model("efficientnet_lite0", num_classes=0)
