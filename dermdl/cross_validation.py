@@ -10,13 +10,13 @@ Output: ``<out>/model/cv/{report.json, metrics.json, summary.md, fold_<i>/...}``
 
 from __future__ import annotations
 
-import shutil
 import statistics
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dermdl.evaluate import format_value
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.params import Params
 from dermdl.tasks import Task
@@ -34,15 +34,6 @@ def concat_predictions(parts: list[Any]) -> Any:
     return [item for part in parts for item in part]
 
 
-def _with_ci(metric: Any) -> str:
-    if isinstance(metric, dict):
-        value, lo, hi = metric.get("value"), metric.get("lo"), metric.get("hi")
-        if value is None:
-            return "—"
-        return f"{value:.3f} ({lo:.3f}–{hi:.3f})" if lo is not None and hi is not None else f"{value:.3f}"
-    return "—" if metric is None else f"{metric:.3f}"
-
-
 def summary_table(per_fold: list[dict[str, float]], pooled: dict) -> str:
     metrics = list(per_fold[0])
     lines = ["| metric | " + " | ".join(f"fold {i}" for i in range(len(per_fold))) + " | mean ± std | pooled (95% CI) |",
@@ -52,7 +43,7 @@ def summary_table(per_fold: list[dict[str, float]], pooled: dict) -> str:
         known = [v for v in values if v is not None]
         spread = f"{statistics.mean(known):.3f} ± {statistics.stdev(known) if len(known) > 1 else 0.0:.3f}" if known else "—"
         p = (pooled.get("overall") or {}).get(name)
-        pooled_text = _with_ci(p)
+        pooled_text = format_value(p, 3)
         cells = " | ".join("—" if v is None else f"{v:.3f}" for v in values)
         lines.append(f"| {name} | {cells} | {spread} | {pooled_text} |")
     return "\n".join(lines) + "\n"
@@ -65,7 +56,6 @@ def cross_validate(task: Task, params: Params, records: list[dict], classes: lis
     from dermdl.train import fit
 
     k = params.train.cv_folds
-    shutil.rmtree(cv_dir, ignore_errors=True)
     splits = folds(records, k, params.train.seed)
     held_out, predictions, per_fold_full, config = [], [], [], None
     with atomic_dir(cv_dir) as tmp:

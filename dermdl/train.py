@@ -211,11 +211,10 @@ class Session:
         done = int(self.resume["epochs_done"])
         if done >= self.epochs_done + epochs:  # whole phase finished before the interruption
             return epochs
-        self._load_weights(learn)
         if done == self.epochs_done:  # boundary: the uninterrupted run saved just before this point
-            self._restore_rng(learn)
-            self.resume = None
+            self._at_boundary(learn)
             return 0
+        self._load_weights(learn)
         return done - self.epochs_done
 
     def _load_weights(self, learn) -> None:

@@ -20,12 +20,10 @@ from typing import Any
 
 def overall_values(metrics: dict) -> dict[str, float]:
     """The headline numbers of one test set's metrics (its ``overall`` section), CIs stripped."""
-    out = {}
-    for name, value in (metrics.get("overall") or {}).items():
-        value = value.get("value") if isinstance(value, dict) else value
-        if isinstance(value, (int, float)) and value is not None:
-            out[name] = float(value)
-    return out
+    from dermdl.pipeline import point_values
+
+    return {name: float(v) for name, v in point_values(metrics.get("overall") or {}).items()
+            if isinstance(v, (int, float))}
 
 
 def _score_round(session, model: Any, round_index: int, evaluate: Callable | None) -> dict | None:
