@@ -57,15 +57,17 @@ def _kill_after(base, raw: dict, epochs: int) -> int:
     params_file = base / "killed.yaml"
     params_file.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "dermdl.cli", "train", "--params", str(params_file)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = base / "killed.log"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "dermdl.cli", "train", "--params", str(params_file)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=stderr)
     checkpoint = base / "killed" / "checkpoint" / "last.pt"
     deadline = time.time() + 300
     while _epochs_done(checkpoint) < epochs and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert checkpoint.exists(), "the train subprocess ended before writing a checkpoint"
+    assert checkpoint.exists(), f"the train subprocess ended before writing a checkpoint:\n{log.read_text()[-3000:]}"
     return torch.load(checkpoint, weights_only=True)["epochs_done"]
 
 
