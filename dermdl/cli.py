@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="write the predictions here instead of printing them (classification: "
                          "CSV; detection: COCO results JSON, plus overlays/ next to it)")
     predict.add_argument("--bs", type=int, default=32, help="batch size (default: %(default)s)")
+    predict.add_argument("--tta", choices=["none", "flips", "dihedral"], default="none",
+                         help="test-time augmentation for classification/segmentation: average over 4 flips or "
+                              "8 flips+rotations (default: %(default)s)")
     demo = sub.add_parser("demo-data", help="generate the synthetic demo datasets for all three tasks",
                           description="Generate the synthetic demo datasets (deterministic from the seed).")
     _common(demo)
@@ -225,7 +228,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError(f"no images found in {', '.join(args.inputs)}")
     model, config = load_model(args.model)
     task = get_task(config.task)
-    probs = task.predict(model, config, paths, args.bs)
+    probs = task.predict(model, config, paths, args.bs, args.tta)
     records = [{"source": str(p)} for p in paths]
     if args.out:
         out = Path(args.out)

@@ -64,7 +64,8 @@ def cross_validate(task: Task, params: Params, records: list[dict], classes: lis
             print(f"train: cross-validation fold {index + 1}/{k}: {len(train)} training, {len(valid)} held-out images")
             result = fit(task, params, train, valid, classes, fold_dir, weak_records=weak, resumable=False)
             config = result.config
-            preds = task.predict(result.model, config, [Path(r["abspath"]) for r in valid], params.infer.bs)
+            preds = task.predict(result.model, config, [Path(r["abspath"]) for r in valid], params.infer.bs,
+                                 params.infer.tta)
             task.write_predictions(valid, preds, config, fold_dir / "predictions", "held_out")
             per_fold_full.append(task.analyze(fold_dir / "predictions", "held_out", config, params, fold_dir / "plots"))
             held_out += valid

@@ -235,6 +235,8 @@ class DetectionParams(_Section):
 
 class InferParams(_Section):
     bs: int = Field(64, ge=1)
+    # Test-time augmentation: average over 4 flips or 8 flips+rotations (classification, segmentation).
+    tta: Literal["none", "flips", "dihedral"] = "none"
 
 
 class AnalyzeParams(_Section):
@@ -267,6 +269,9 @@ class Params(_Section):
             if bad:
                 raise ValueError(f"train.{', train.'.join(bad)}: not available for detection (boxes do not mix or "
                                  "resize with the images here); remove them or choose another task")
+        if self.task == "detection" and self.infer.tta != "none":
+            raise ValueError("infer.tta: test-time augmentation is not available for detection (flipped boxes "
+                             "would need merging); set infer.tta: none")
         if train.weak_labels != "none" and not self.data.wl_train:
             raise ValueError(f"train.weak_labels={train.weak_labels} needs weakly labelled datasets: name them in "
                              "data.wl_train, or set train.weak_labels: none")

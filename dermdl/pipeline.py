@@ -146,7 +146,8 @@ def predict_tests(task, model, config, params: Params, manifest: dict, dest: Pat
     written = {}
     for name in params.data.sl_tests:
         records = _records(manifest, (name,))
-        preds = task.predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs)
+        preds = task.predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs,
+                             params.infer.tta)
         written[name] = task.write_predictions(records, preds, config, dest, name)
     return written
 

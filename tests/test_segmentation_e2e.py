@@ -7,6 +7,7 @@ outputs, not the accuracy (the demo benchmark in docs/segmentation.md does that)
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -106,9 +107,27 @@ def test_predict_cli_writes_masks_for_new_images(run, tmp_path, capsys):
     assert frame["image"].tolist() == [str(new / "a.png"), str(new / "b.jpg")]
     assert open_mask(tmp_path / frame["mask"][0]).shape == (60, 90)
     assert open_mask(tmp_path / frame["mask"][1]).shape == (64, 64)
+    assert main(["predict", "--model", str(params.out / "model"), str(new), "--tta", "flips",
+                 "--out", str(tmp_path / "tta" / "p.csv")]) == 0
+    assert open_mask(tmp_path / "tta" / pd.read_csv(tmp_path / "tta" / "p.csv")["mask"][0]).shape == (60, 90)
+    capsys.readouterr()
     assert main(["predict", "--model", str(params.out / "model"), str(new / "a.png")]) == 0
     captured = capsys.readouterr()
     assert captured.out.startswith("image,mask,overlay") and "--out FILE.csv" in captured.err
+
+
+@pytest.mark.slow
+def test_infer_with_tta_writes_the_same_outputs_from_averaged_views(run, tmp_path):
+    base, params = run
+    copy = tmp_path / "out"
+    shutil.copytree(params.out, copy, ignore=shutil.ignore_patterns("checkpoint", "predictions"))
+    pipeline.infer(params.override({"out_dir": str(copy), "infer.tta": "dihedral"}))
+    plain, averaged = pd.read_csv(params.out / "predictions/sl_test.csv"), pd.read_csv(copy / "predictions/sl_test.csv")
+    assert averaged.columns.tolist() == plain.columns.tolist() and averaged["mask"].tolist() == plain["mask"].tolist()
+    # 8 views of an untrained-for-orientation model: the probability histograms move
+    assert not np.array_equal(np.load(copy / "predictions/sl_test/histograms.npy"),
+                              np.load(params.out / "predictions/sl_test/histograms.npy"))
+    assert open_mask(copy / "predictions/sl_test/masks/wide.png").shape == (60, 90)
 
 
 def test_a_broken_layout_stops_before_preprocessing(tmp_path, capsys):

@@ -41,7 +41,7 @@ class Task:
     - ``dataloaders(train_records, valid_records, classes, params, norm)`` -> fastai DataLoaders
     - ``build_model(config, pretrained)`` -> (model, (mean, std)); ``config`` is a ModelConfig
     - ``loss_and_metrics(params, classes, train_records)`` -> (loss function, fastai metrics)
-    - ``predict(model, config, paths, bs)`` -> predictions for images, prepared or raw
+    - ``predict(model, config, paths, bs, tta)`` -> predictions for images, prepared or raw (``tta``: infer.tta)
     - ``pseudo_label(model, config, records, params, work_dir)`` -> copies of weakly labelled records whose
       ``target`` is the model's prediction (self-training); files it needs go to ``work_dir``
     - ``write_predictions(records, predictions, config, out_dir, name)`` -> path written

@@ -13,10 +13,11 @@ import torch
 
 from dermdl import evaluate, plots
 from dermdl.images import open_rgb
+from dermdl.inference import softmax_tta, to_input_tensor
 from dermdl.io import atomic_write_json, atomic_write_text
 from dermdl.layout.folders import scan_classification
 from dermdl.models import ModelConfig, build_classifier
-from dermdl.prepare import prepare_image, resize
+from dermdl.prepare import prepare_image
 from dermdl.recipe import class_weights, classification_loss
 from dermdl.tasks import Task
 
@@ -74,33 +75,23 @@ def loss_and_metrics(params: Any, classes: list[str], train_records: list[dict])
     return classification_loss(params.train, weight), [accuracy, BalancedAccuracy(), F1Score(average="macro")]
 
 
-def _to_tensor(image, config: ModelConfig) -> torch.Tensor:
-    from PIL import Image
-
-    image = resize(image, config.preprocess_size, config.resize)
-    image = image.resize((config.input_size, config.input_size), Image.Resampling.BILINEAR)
-    array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    mean = torch.tensor(config.mean).view(3, 1, 1)
-    std = torch.tensor(config.std).view(3, 1, 1)
-    return (array - mean) / std
-
-
 @torch.inference_mode()
-def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 64) -> np.ndarray:
+def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 64,
+            tta: str = "none") -> np.ndarray:
     """Class probabilities (n, k) for any images, prepared or raw: the training geometry is re-applied."""
     device = next(model.parameters()).device
     model.eval()
     out = []
     for start in range(0, len(paths), bs):
-        batch = torch.stack([_to_tensor(open_rgb(p), config) for p in paths[start : start + bs]]).to(device)
-        out.append(torch.softmax(model(batch).float(), dim=1).cpu().numpy())
+        batch = torch.stack([to_input_tensor(open_rgb(p), config) for p in paths[start : start + bs]]).to(device)
+        out.append(softmax_tta(model, batch, tta, spatial=False).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(config.classes)), dtype=np.float32)
 
 
 def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any,
                  work_dir: Path) -> list[dict]:
     """Self-training: each weakly labelled image gets the teacher's most probable class (hard label)."""
-    probs = predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs)
+    probs = predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs, params.infer.tta)
     labels = [config.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
     return [{**r, "target": label, "stratum": label} for r, label in zip(records, labels)]
 

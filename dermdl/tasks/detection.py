@@ -156,12 +156,15 @@ def callbacks(params: Any) -> list:
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 16) -> dict[str, Any]:
+def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 16,
+            tta: str = "none") -> dict[str, Any]:
     """Detections for any images, prepared or raw, in the pixel coordinates of each given file.
 
     Returns ``{"images": [{"boxes" (n, 4) xyxy, "scores", "labels" (0-based class index), "width",
     "height"}], "category_ids": [...]}``.
     """
+    if tta != "none":
+        raise ValueError(f"tta={tta!r}: test-time augmentation is not available for detection models; use none")
     device = next(model.parameters()).device
     model.eval()
     size, policy = config.preprocess_size, config.resize

@@ -24,6 +24,7 @@ from PIL import Image
 
 from dermdl import segmentation_metrics as sm
 from dermdl.images import open_mask, open_rgb
+from dermdl.inference import softmax_tta, to_input_tensor
 from dermdl.io import atomic_file, atomic_write_json, atomic_write_text
 from dermdl.layout.masks import IMAGES, MASKS, scan_segmentation
 from dermdl.masks import ValueMap, panels, resize_probs, to_original, write_png
@@ -161,23 +162,17 @@ class SegPrediction:
     height: int
 
 
-def _to_tensor(image: Image.Image, config: ModelConfig) -> torch.Tensor:
-    image = resize(image, config.preprocess_size, config.resize)
-    image = image.resize((config.input_size, config.input_size), Image.Resampling.BILINEAR)
-    array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-    return (array - torch.tensor(config.mean).view(3, 1, 1)) / torch.tensor(config.std).view(3, 1, 1)
-
-
 @torch.inference_mode()
-def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 16) -> list[SegPrediction]:
+def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 16,
+            tta: str = "none") -> list[SegPrediction]:
     """Probabilities for any images, prepared or raw: the training geometry is re-applied."""
     device = next(model.parameters()).device
     model.eval()
     out: list[SegPrediction] = []
     for start in range(0, len(paths), bs):
         images = [open_rgb(p) for p in paths[start:start + bs]]
-        batch = torch.stack([_to_tensor(im, config) for im in images]).to(device)
-        probs = torch.softmax(model(batch).float(), dim=1).cpu().numpy().astype(np.float16)
+        batch = torch.stack([to_input_tensor(im, config) for im in images]).to(device)
+        probs = softmax_tta(model, batch, tta, spatial=True).cpu().numpy().astype(np.float16)
         out += [SegPrediction(p, *im.size) for p, im in zip(probs, images)]
     return out
 
@@ -187,7 +182,7 @@ def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[
     """Self-training: the teacher's mask of each weakly labelled image, written to ``work_dir`` at the
     prepared size in the stored value convention (so it reads back like a real prepared mask)."""
     vmap, size = config_value_map(config), config.preprocess_size
-    preds = predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs)
+    preds = predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs, params.infer.tta)
     out = []
     for index, (record, pred) in enumerate(zip(records, preds)):
         labels = resize_probs(pred.probs, size).argmax(axis=0).astype(np.uint8)

@@ -1,0 +1,60 @@
+"""What classification and segmentation share at inference: the model's input tensor and TTA.
+
+Test-time augmentation (``infer.tta``) averages the softmax over flips (``flips``: 4 views) or over
+flips and 90° rotations (``dihedral``: 8 views). Skin images have no canonical orientation, so every
+view is an equally valid photograph of the lesion; averaging cancels orientation-specific errors at
+4-8x the inference cost. Spatial outputs (masks) are mapped back to the original orientation first.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dermdl.models import ModelConfig
+from dermdl.prepare import resize
+
+TTA_VIEWS = {"none": 1, "flips": 4, "dihedral": 8}
+
+
+def to_input_tensor(image: Image.Image, config: ModelConfig) -> torch.Tensor:
+    """Re-apply the training geometry (preprocess resize, then input size) and normalisation."""
+    image = resize(image, config.preprocess_size, config.resize)
+    image = image.resize((config.input_size, config.input_size), Image.Resampling.BILINEAR)
+    array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    return (array - torch.tensor(config.mean).view(3, 1, 1)) / torch.tensor(config.std).view(3, 1, 1)
+
+
+def view(x: torch.Tensor, index: int) -> torch.Tensor:
+    """View ``index`` (0-7) of NCHW images: bit 0 flips left-right, bit 1 up-down, bit 2 transposes."""
+    if index & 1:
+        x = x.flip(-1)
+    if index & 2:
+        x = x.flip(-2)
+    if index & 4:
+        x = x.transpose(-1, -2)
+    return x
+
+
+def unview(x: torch.Tensor, index: int) -> torch.Tensor:
+    """The inverse of :func:`view`: undo the transpose first, then the flips."""
+    if index & 4:
+        x = x.transpose(-1, -2)
+    if index & 2:
+        x = x.flip(-2)
+    if index & 1:
+        x = x.flip(-1)
+    return x
+
+
+def softmax_tta(model: torch.nn.Module, batch: torch.Tensor, tta: str, spatial: bool) -> torch.Tensor:
+    """Softmax over dim 1, averaged over the TTA views; ``spatial`` outputs are un-viewed before averaging."""
+    if tta not in TTA_VIEWS:
+        raise ValueError(f"infer.tta={tta!r}: choose one of {', '.join(TTA_VIEWS)}")
+    total = None
+    for index in range(TTA_VIEWS[tta]):
+        probs = torch.softmax(model(view(batch, index)).float(), dim=1)
+        probs = unview(probs, index) if spatial else probs
+        total = probs if total is None else total + probs
+    return total / TTA_VIEWS[tta]
