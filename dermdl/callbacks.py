@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from fastai.callback.core import Callback, CancelFitException
-from fastai.callback.tracker import TrackerCallback
+from fastai.callback.tracker import ReduceLROnPlateau, TrackerCallback
 
 from dermdl.distributed import unwrap
 
@@ -95,10 +95,33 @@ class Monitor(TrackerCallback):
             model.load_state_dict(self.best_state)
 
 
+class Plateau(ReduceLROnPlateau):
+    """fastai's reduce-LR-on-plateau whose progress (best value, patience used, reduced LRs) is saved
+    in each checkpoint and put back on resume; ``fit`` would otherwise restart it at the initial LR."""
+
+    def __init__(self, *args: Any, skip: int = 0, resume: dict | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.skip, self.resume = skip, resume  # epochs fast-forwarded on resume, and the state after them
+
+    def before_fit(self) -> None:
+        super().before_fit()  # runs after fit() has set the initial LRs
+        if self.resume:
+            self.best, self.wait = self.resume["best"], self.resume["wait"]
+            for hyper, lr in zip(self.opt.hypers, self.resume["lrs"]):
+                hyper["lr"] = lr
+
+    def after_epoch(self) -> None:
+        if self.epoch >= self.skip:
+            super().after_epoch()
+
+    def state(self) -> dict:
+        return {"best": float(self.best), "wait": int(self.wait), "lrs": [float(h["lr"]) for h in self.opt.hypers]}
+
+
 class Checkpointer(Callback):
     """After each real (not fast-forwarded) epoch: count it and let the session save a checkpoint."""
 
-    order = Monitor.order + 1
+    order = Plateau.order + 1  # after the monitor and the plateau have updated their state
 
     def __init__(self, save: Any, skip: int = 0):
         self.save, self.skip = save, skip

@@ -23,6 +23,7 @@ from dermdl.callbacks import (
     Checkpointer,
     EpochLogger,
     Monitor,
+    Plateau,
     RestoreEpochState,
     balanced_sampler,
     check_monitor,
@@ -90,6 +91,7 @@ class Session:
         self.lr_plot: bytes | None = None
         self.precision = "off"
         self.monitor: Monitor | None = None
+        self.plateau: Plateau | None = None  # the current phase's
         self.lr_ready = not params.train.auto_lr
         self.tune = 0  # fine_tune calls so far (a checkpoint's monitor state belongs to one)
         self.epochs_done = 0  # over the whole run, fast-forwarded ones included (checkpoint position)
@@ -190,6 +192,7 @@ class Session:
             "model": {k: v.detach().cpu() for k, v in unwrap(learn.model).state_dict().items()},
             "opt": plain_optimizer_state(learn.opt), "rng": capture_rng(learn.dls),
             "monitor": self.monitor.state() if self.monitor else None,
+            "plateau": self.plateau.state() if self.plateau else None,
             "smooth_loss": [learn.recorder.smooth_loss.count, learn.recorder.smooth_loss.val],
         })
 
@@ -260,16 +263,17 @@ class Session:
             self.monitor.restore_best(learn.model)
 
     def _callbacks(self, phase: str, valid_records: list[dict], skip: int) -> list:
-        from fastai.callback.tracker import ReduceLROnPlateau
-
         train = self.params.train
         cbs: list = [EpochLogger(self.live, self.writer, phase, self.step, skip), Checkpointer(self._save_checkpoint, skip)]
         if self.monitor:
             self.monitor.skip = skip
             cbs.append(self.monitor)
+        self.plateau = None
         if train.plateau and valid_records:
-            cbs.append(ReduceLROnPlateau(monitor=train.monitor, patience=train.plateau,
-                                         factor=train.plateau_factor, min_delta=train.min_delta))
+            self.plateau = Plateau(monitor=train.monitor, patience=train.plateau, factor=train.plateau_factor,
+                                   min_delta=train.min_delta, skip=skip,
+                                   resume=self.resume.get("plateau") if skip else None)
+            cbs.append(self.plateau)
         if skip:
             cbs.append(RestoreEpochState(skip, self._restore_epoch))
         return cbs

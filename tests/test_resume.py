@@ -28,6 +28,8 @@ CASES = {  # name -> (train params, kill once this many epochs are checkpointed,
         {"fepochs": 1, "epochs": 1, "progressive_resizing": [0.5, 1.0], "keep_best": True}, 2, 4),
     "progressive_stage_boundary": ({"fepochs": 1, "epochs": 1, "progressive_resizing": [0.5, 1.0]}, 2, 4),
     "progressive_mid_phase": ({"fepochs": 0, "epochs": 2, "progressive_resizing": [0.5, 1.0]}, 1, 4),
+    # min_delta 100: nothing counts as better after epoch 1, so the LR drops after epochs 2 and 3
+    "plateau_mid_phase": ({"fepochs": 0, "epochs": 4, "plateau": 1, "min_delta": 100.0}, 2, 4),
 }
 
 
