@@ -8,7 +8,10 @@ from there; in deterministic mode it ends with the same weights and metrics as a
 ``torch.load(weights_only=True)``. A finished run replaces it with ``status.json`` so the next run
 starts fresh; a checkpoint of other parameters or data is ignored (with a message).
 
-Not resumed: cross-validation folds and self-training rounds (they restart from the beginning).
+Self-training also writes ``round.pt`` after each finished round (the teacher for the next round,
+the per-round test rows, generators): a resumed run skips finished rounds, re-derives the next
+round's pseudo-labels from that teacher and resumes inside the round from ``last.pt``. Cross-
+validation keeps each fold's checkpoint and finished model under ``<out>/checkpoint/cv``.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from dermdl.io import atomic_file, atomic_write_json
 
 CHECKPOINT = "last.pt"
+ROUND = "round.pt"
 STATUS = "status.json"
 
 
@@ -45,25 +49,30 @@ def _python_restore(saved: list) -> tuple:
     return (int(saved[0]), tuple(int(v) for v in saved[1]), saved[2])
 
 
-def capture_rng(dls: Any) -> dict:
+def _loaders(dls: Any) -> list:
+    return [dl for dl in dls.loaders if hasattr(dl, "rng")] if dls is not None else []
+
+
+def capture_rng(dls: Any = None) -> dict:
+    """Every generator a run draws from; ``dls``: also those of a learner's data loaders."""
     numpy_state = np.random.get_state()
     rng = {
         "torch": torch.get_rng_state(),
         "python": _python_state(random.getstate()),
         "numpy": [numpy_state[0], torch.from_numpy(numpy_state[1].astype(np.int64)), *map(float, numpy_state[2:])],
-        "loaders": [_python_state(dl.rng.getstate()) for dl in dls.loaders if hasattr(dl, "rng")],
+        "loaders": [_python_state(dl.rng.getstate()) for dl in _loaders(dls)],
     }
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return rng
 
 
-def restore_rng(rng: dict, dls: Any) -> None:
+def restore_rng(rng: dict, dls: Any = None) -> None:
     torch.set_rng_state(rng["torch"])
     random.setstate(_python_restore(rng["python"]))
     name, keys, pos, has_gauss, cached = rng["numpy"]
     np.random.set_state((name, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), cached))
-    for dl, state in zip([dl for dl in dls.loaders if hasattr(dl, "rng")], rng["loaders"]):
+    for dl, state in zip(_loaders(dls), rng["loaders"]):
         dl.rng = random.Random()
         dl.rng.setstate(_python_restore(state))
     if "cuda" in rng and torch.cuda.is_available():
@@ -101,24 +110,42 @@ class Checkpoints:
     def __init__(self, out: Path, key: str):
         self.folder, self.key = out / "checkpoint", key
 
-    def load(self) -> dict | None:
-        path = self.folder / CHECKPOINT
+    def _read(self, name: str) -> dict | None:
+        path = self.folder / name
         if not path.is_file():
             return None
         state = torch.load(path, map_location="cpu", weights_only=True)
         if state.get("key") != self.key:
             print(f"train: {path} is from other parameters or data; starting from the beginning")
             return None
-        print(f"train: resuming from {path} after epoch {state['epochs_done']}")
         return state
 
-    def save(self, state: dict) -> None:
+    def load(self) -> dict | None:
+        state = self._read(CHECKPOINT)
+        if state:
+            print(f"train: resuming from {self.folder / CHECKPOINT} after epoch {state['epochs_done']}")
+        return state
+
+    def load_round(self) -> dict | None:
+        state = self._read(ROUND)
+        if state:
+            print(f"train: self-training resumes after round {state['round']} ({self.folder / ROUND})")
+        return state
+
+    def _write(self, name: str, state: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / STATUS).unlink(missing_ok=True)
-        with atomic_file(self.folder / CHECKPOINT) as tmp:
+        with atomic_file(self.folder / name) as tmp:
             torch.save(plain({**state, "key": self.key}), tmp)
+
+    def save(self, state: dict) -> None:
+        self._write(CHECKPOINT, state)
+
+    def save_round(self, state: dict) -> None:
+        self._write(ROUND, state)
 
     def finish(self) -> None:
         """Training completed: a later run must start fresh, not resume."""
-        (self.folder / CHECKPOINT).unlink(missing_ok=True)
+        for name in (CHECKPOINT, ROUND):
+            (self.folder / name).unlink(missing_ok=True)
         atomic_write_json(self.folder / STATUS, {"complete": True, "key": self.key})

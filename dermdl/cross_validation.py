@@ -10,6 +10,8 @@ Output: ``<out>/model/cv/{report.json, metrics.json, summary.md, fold_<i>/...}``
 
 from __future__ import annotations
 
+import json
+import shutil
 import statistics
 from pathlib import Path
 from typing import Any
@@ -49,22 +51,44 @@ def summary_table(per_fold: list[dict[str, float]], pooled: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cross_validate(task: Task, params: Params, records: list[dict], classes: list[str], cv_dir: Path,
-                   weak: list[dict] | None = None) -> dict[str, Any]:
-    """Train one model per fold, score it on its held-out fold, pool the out-of-fold predictions."""
-    from dermdl.splits import folds
+def _fold(task: Task, params: Params, train: list[dict], valid: list[dict], classes: list[str], work: Path,
+          weak: list[dict] | None) -> tuple[Any, Any]:
+    """One fold's model: trained (resuming a killed fold from its checkpoint), or the one a killed
+    run had already finished (its weights are kept in ``work`` until the whole CV is done)."""
+    from dermdl.checkpoint import fingerprint
+    from dermdl.models import load_model, save_model
     from dermdl.train import fit
+
+    key = fingerprint(params.to_dict(), train, valid)
+    done = work / "done.json"
+    if done.is_file() and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
+        print(f"train: {work.name} was trained before the interruption; reusing its model")
+        return load_model(work / "model")
+    result = fit(task, params, train, valid, classes, work, weak_records=weak)
+    save_model(result.model, result.config, work / "model")
+    atomic_write_json(done, {"key": key})
+    return result.model, result.config
+
+
+def cross_validate(task: Task, params: Params, records: list[dict], classes: list[str], cv_dir: Path,
+                   work_dir: Path, weak: list[dict] | None = None) -> dict[str, Any]:
+    """Train one model per fold, score it on its held-out fold, pool the out-of-fold predictions.
+
+    Folds train in ``work_dir`` (kept by DVC across runs): a killed run resumes mid-fold and reuses
+    finished folds; the report is published to ``cv_dir`` atomically and ``work_dir`` removed.
+    """
+    from dermdl.splits import folds
 
     k = params.train.cv_folds
     splits = folds(records, k, params.train.seed)
     held_out, predictions, per_fold_full, config = [], [], [], None
     with atomic_dir(cv_dir) as tmp:
         for index, (train, valid) in enumerate(splits):
-            fold_dir = tmp / f"fold_{index}"
+            fold_dir, work = tmp / f"fold_{index}", work_dir / f"fold_{index}"
             print(f"train: cross-validation fold {index + 1}/{k}: {len(train)} training, {len(valid)} held-out images")
-            result = fit(task, params, train, valid, classes, fold_dir, weak_records=weak, resumable=False)
-            config = result.config
-            preds = task.predict(result.model, config, [Path(r["abspath"]) for r in valid], params.infer.bs,
+            model, config = _fold(task, params, train, valid, classes, work, weak)
+            shutil.copytree(work, fold_dir, ignore=shutil.ignore_patterns("checkpoint", "model", "done.json"))
+            preds = task.predict(model, config, [Path(r["abspath"]) for r in valid], params.infer.bs,
                                  params.infer.tta)
             task.write_predictions(valid, preds, config, fold_dir / "predictions", "held_out")
             per_fold_full.append(task.analyze(fold_dir / "predictions", "held_out", config, params, fold_dir / "plots"))
@@ -83,5 +107,6 @@ def cross_validate(task: Task, params: Params, records: list[dict], classes: lis
                                                  "pooled": overall_values(pooled)})
         table = summary_table(per_fold, pooled)
         atomic_write_text(tmp / "summary.md", table)
+    shutil.rmtree(work_dir, ignore_errors=True)
     print(f"train: {k}-fold cross-validation on sl_train (held-out folds)\n{table}")
     return {"per_fold": per_fold, "mean_std": spread, "pooled": overall_values(pooled)}

@@ -156,6 +156,7 @@ def _round_evaluator(task, params: Params, manifest: dict, rounds_dir: Path):
     """Self-training: score a round's model on every test set (predictions and plots kept per round)."""
     def evaluate(model, config, index: int) -> dict:
         folder = rounds_dir / f"round_{index}"
+        shutil.rmtree(folder, ignore_errors=True)  # an interrupted attempt at this round
         predict_tests(task, model, config, params, manifest, folder / "predictions")
         return {name: task.analyze(folder / "predictions", name, config, params, folder / "plots")
                 for name in params.data.sl_tests}
@@ -185,12 +186,14 @@ def train(params: Params) -> dict[str, Any]:
     if params.train.cv_folds:
         from dermdl.cross_validation import cross_validate
 
-        cv = cross_validate(task, params, sl_train, manifest["classes"], model_dir / "cv", weak)
+        cv = cross_validate(task, params, sl_train, manifest["classes"], model_dir / "cv",
+                            params.out / "checkpoint" / "cv", weak)
     train_records, valid_records = _split(params, sl_train)
     rounds_dir = model_dir / "rounds"
     shutil.rmtree(rounds_dir, ignore_errors=True)  # an earlier run's rounds must not pass for this run's
+    rounds_work = params.out / "checkpoint" / "rounds"  # kept across a kill like the checkpoint itself
     self_train = params.train.weak_labels == "self_train"
-    evaluate = _round_evaluator(task, params, manifest, rounds_dir) if self_train and distributed.is_main() else None
+    evaluate = _round_evaluator(task, params, manifest, rounds_work) if self_train and distributed.is_main() else None
     result = fit(task, params, train_records, valid_records, manifest["classes"], params.out,
                  weak_records=weak, evaluate=evaluate)
     if not distributed.is_main():  # rank 0 writes the model and reports
@@ -202,8 +205,12 @@ def train(params: Params) -> dict[str, Any]:
         with atomic_file(model_dir / "lr_find.png") as tmp:
             tmp.write_bytes(result.lr_plot)
     if result.rounds:
-        atomic_write_json(rounds_dir / "rounds.json", result.rounds)
-        atomic_write_text(rounds_dir / "rounds.md", rounds_table(result.rounds))
+        with atomic_dir(rounds_dir) as tmp:
+            for row in result.rounds:
+                shutil.copytree(rounds_work / f"round_{row['round']}", tmp / f"round_{row['round']}")
+            atomic_write_json(tmp / "rounds.json", result.rounds)
+            atomic_write_text(tmp / "rounds.md", rounds_table(result.rounds))
+        shutil.rmtree(rounds_work)
         print("train: test metrics after each self-training round\n" + rounds_table(result.rounds))
     summary = {
         "train_images": len(train_records),

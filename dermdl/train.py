@@ -76,10 +76,15 @@ class Session:
         )
         self.checkpoints = checkpoints  # dermdl.checkpoint.Checkpoints, or None: no saving, no resuming
         self.resume: dict | None = checkpoints.load() if checkpoints else None
+        # self-training: the state after the last finished round (the epoch checkpoint may be older)
+        self.round_resume: dict | None = checkpoints.load_round() if checkpoints else None
+        if self.round_resume and self.resume and self.resume["epochs_done"] <= self.round_resume["epochs_done"]:
+            self.resume = None
+        resuming = self.resume or self.round_resume
         if is_main():
-            self.live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=False, resume=bool(self.resume))
+            self.live = Live(dir=str(out / "dvclive"), save_dvc_exp=False, dvcyaml=False, resume=bool(resuming))
             tensorboard = out / "tensorboard" / train.exp_name
-            if not self.resume:  # the folder persists (resume); a fresh run must not mix in old curves
+            if not resuming:  # the folder persists (resume); a fresh run must not mix in old curves
                 shutil.rmtree(tensorboard, ignore_errors=True)
             self.writer = SummaryWriter(log_dir=str(tensorboard))
         else:  # other ranks train but never write
@@ -95,9 +100,9 @@ class Session:
         self.lr_ready = not params.train.auto_lr
         self.tune = 0  # fine_tune calls so far (a checkpoint's monitor state belongs to one)
         self.epochs_done = 0  # over the whole run, fast-forwarded ones included (checkpoint position)
-        if self.resume:
-            self.live.step = self.step[0] = int(self.resume["step"])
-            self.lr, self.lr_ready = float(self.resume["lr"]), True
+        if resuming:
+            self.live.step = self.step[0] = int(resuming["step"])
+            self.lr, self.lr_ready = float(resuming["lr"]), True
 
     def close(self) -> None:
         self.writer.close()
@@ -196,6 +201,29 @@ class Session:
             "smooth_loss": [learn.recorder.smooth_loss.count, learn.recorder.smooth_loss.val],
         })
 
+    def save_round(self, index: int, model: torch.nn.Module, rows: list[dict]) -> None:
+        """Self-training: everything the next round needs, so a killed run need not redo this one."""
+        from dermdl.checkpoint import capture_rng
+
+        if self.checkpoints is None or not is_main():
+            return
+        self.checkpoints.save_round({
+            "round": index, "rows": rows, "epochs_done": self.epochs_done, "tune": self.tune, "step": self.step[0],
+            "lr": self.lr, "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+            "rng": capture_rng(),
+        })
+
+    def resume_round(self, learn) -> tuple[int, list[dict]]:
+        """Put the last finished round's teacher into ``learn`` and the run where that round ended;
+        returns (that round's index, the per-round rows so far)."""
+        from dermdl.checkpoint import restore_rng
+
+        state, self.round_resume = self.round_resume, None
+        unwrap(learn.model).load_state_dict(state["model"])
+        self.epochs_done, self.tune = int(state["epochs_done"]), int(state["tune"])
+        restore_rng(state["rng"])
+        return int(state["round"]), list(state["rows"])
+
     def _restore_rng(self, learn) -> None:
         from dermdl.checkpoint import restore_rng
 
@@ -258,6 +286,7 @@ class Session:
                 before = self.step[0]
                 self._run_phase(learn, phase, epochs, valid_records, skip)
                 self.image_epochs += len(train_records) * (self.step[0] - before)
+        self._at_boundary(learn)  # killed after this schedule's last epoch: its weights are in the checkpoint
         self.seconds += time.perf_counter() - start
         if self.monitor:
             self.monitor.restore_best(learn.model)
@@ -330,26 +359,22 @@ def fit(
     out: Path,
     weak_records: list[dict] | None = None,
     evaluate: Callable[[Any, ModelConfig, int], dict] | None = None,
-    resumable: bool = True,
 ) -> FitResult:
     """Train a model for ``task``; logs go to ``out/dvclive`` and ``out/tensorboard``.
 
-    ``evaluate(model, config, round)`` scores a self-training round on the test sets. With
-    ``resumable`` (and weak_labels none/pretrain) a checkpoint in ``out/checkpoint`` is written after
-    every epoch and a matching one is resumed from.
+    ``evaluate(model, config, round)`` scores a self-training round on the test sets. A checkpoint
+    in ``out/checkpoint`` is written after every epoch (and self-training round) and a matching one
+    is resumed from.
     """
     from dermdl.checkpoint import Checkpoints, fingerprint
     from dermdl.weak_labels import train_with_weak_labels
 
     seed_everything(params)
-    checkpoints = None
-    if resumable and params.train.weak_labels != "self_train":
-        checkpoints = Checkpoints(out, fingerprint(params.to_dict(), train_records, valid_records))
+    checkpoints = Checkpoints(out, fingerprint(params.to_dict(), train_records, valid_records))
     session = Session(task, params, classes, out, checkpoints)
     try:
         learn, rounds = train_with_weak_labels(session, train_records, valid_records, weak_records or [], evaluate)
     finally:
         session.close()
-    if checkpoints:
-        checkpoints.finish()
+    checkpoints.finish()
     return session.result(learn, rounds)

@@ -7,7 +7,8 @@
   ``wl_train`` (classes, masks or boxes above ``detection.score_threshold``); a student starting
   from the pretrained weights trains on those pseudo-labels, is fine-tuned on ``sl_train`` and
   becomes the next teacher. Every round is scored on every test set (one DVCLive step each) and
-  the final model is the last round's.
+  the final model is the last round's. A killed run resumes inside the round it was in, after
+  re-deriving that round's pseudo-labels from the saved teacher (:mod:`dermdl.checkpoint`).
 """
 
 from __future__ import annotations
@@ -53,11 +54,15 @@ def train_with_weak_labels(session, train: list[dict], valid: list[dict], weak: 
         session.fine_tune(learn, train, valid, "")
         return learn, []
     learn = session.learner(train, valid)
-    session.fine_tune(learn, train, valid, "")
-    if mode == "none":
-        return learn, []
-    rounds = [r for r in [_score_round(session, learn.model, 0, evaluate)] if r]
-    for index in range(1, session.params.train.nrepeats + 1):
+    if mode == "self_train" and session.round_resume:  # a killed run: continue after its last finished round
+        done, rounds = session.resume_round(learn)
+    else:
+        session.fine_tune(learn, train, valid, "")
+        if mode == "none":
+            return learn, []
+        done, rounds = 0, [r for r in [_score_round(session, learn.model, 0, evaluate)] if r]
+        session.save_round(0, learn.model, rounds)
+    for index in range(done + 1, session.params.train.nrepeats + 1):
         with tempfile.TemporaryDirectory(dir=session.out, prefix=".pseudo-labels-") as work:
             pseudo = session.task.pseudo_label(learn.model, session.config, weak, session.params, Path(work))
             print(f"train: round {index}: {len(pseudo)} pseudo-labelled images from wl_train")
@@ -67,6 +72,7 @@ def train_with_weak_labels(session, train: list[dict], valid: list[dict], weak: 
         learn = student
         row = _score_round(session, learn.model, index, evaluate)
         rounds += [row] if row else []
+        session.save_round(index, learn.model, rounds)
     return learn, rounds
 
 
