@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from dermdl.params import Params, ParamsError, load_params, params_from_dict
 
@@ -54,6 +55,24 @@ def test_project_params_yaml_is_valid_and_explicit():
     assert params.task == "classification"
     # every section of the typed model is spelled out in the shipped file
     assert set(raw) == set(Params.model_fields)
+
+
+def _keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys = []
+    for name, field in model.model_fields.items():
+        sub = field.annotation
+        nested = isinstance(sub, type) and issubclass(sub, BaseModel)
+        keys += _keys(sub, f"{prefix}{name}.") if nested else [f"{prefix}{name}"]
+    return keys
+
+
+@pytest.mark.parametrize("key", _keys(Params))
+def test_every_key_is_in_params_yaml(key):
+    """`dvc exp run -S key=value` can only override keys the file has (README examples use many)."""
+    node = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for part in key.split("."):
+        assert isinstance(node, dict) and part in node, f"params.yaml lacks {key}"
+        node = node[part]
 
 
 def test_single_dataset_name_becomes_list():

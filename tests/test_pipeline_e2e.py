@@ -116,3 +116,18 @@ def test_killed_train_stage_resumes_on_next_repro(project):
     logged = json.loads((repo / "outputs" / "dvclive" / "metrics.json").read_text())
     assert logged["step"] == 3  # 4 epochs, steps 0..3, the resumed epochs included
     assert not checkpoint.exists() and (repo / "outputs" / "checkpoint" / "status.json").is_file()
+
+
+def test_exp_run_starts_torchrun_when_params_ask(project):
+    """`train.launcher: torchrun` through DVC itself: the train stage relaunches as 2 gloo processes."""
+    repo, env, _ = project
+    result = _run(["dvc", "exp", "run", "-n", "ddp", "-S", "train.launcher=torchrun", "-S", "train.nproc=2",
+                   "-S", "train.fepochs=0", "-S", "train.epochs=1"], repo, env)
+    assert "train: launching 2 processes" in result.stdout
+    assert json.loads((repo / "outputs" / "model" / "train.json").read_text())["processes"] == 2
+    metrics = json.loads((repo / "outputs" / "metrics.json").read_text())
+    assert 0.0 <= metrics["sl_test"]["overall"]["accuracy"] <= 1.0
+    rows = json.loads(_run(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    named = [rev for row in rows for exp in (row.get("experiments") or []) for rev in exp.get("revs", [])
+             if rev.get("name") == "ddp"]
+    assert named and named[0]["data"]["params"]["params.yaml"]["data"]["train"]["launcher"] == "torchrun"
