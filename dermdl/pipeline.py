@@ -246,7 +246,8 @@ def infer(params: Params) -> dict[str, Path]:
     with atomic_dir(params.out / "predictions") as tmp:
         written = predict_tests(task, model, config, params, manifest, tmp)
     written = {name: params.out / "predictions" / path.relative_to(tmp) for name, path in written.items()}
-    print(f"infer: predictions for {', '.join(written)} -> {params.out / 'predictions'}")
+    views = f" (test-time augmentation: {params.infer.tta})" if params.infer.tta != "none" else ""
+    print(f"infer: predictions for {', '.join(written)} -> {params.out / 'predictions'}{views}")
     return written
 
 
