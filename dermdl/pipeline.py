@@ -207,10 +207,11 @@ def train(params: Params) -> dict[str, Any]:
     if result.rounds:
         with atomic_dir(rounds_dir) as tmp:
             for row in result.rounds:
-                shutil.copytree(rounds_work / f"round_{row['round']}", tmp / f"round_{row['round']}")
+                if (rounds_work / f"round_{row['round']}").is_dir():  # absent without test sets
+                    shutil.copytree(rounds_work / f"round_{row['round']}", tmp / f"round_{row['round']}")
             atomic_write_json(tmp / "rounds.json", result.rounds)
             atomic_write_text(tmp / "rounds.md", rounds_table(result.rounds))
-        shutil.rmtree(rounds_work)
+        shutil.rmtree(rounds_work, ignore_errors=True)
         print("train: test metrics after each self-training round\n" + rounds_table(result.rounds))
     summary = {
         "train_images": len(train_records),
