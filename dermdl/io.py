@@ -7,6 +7,7 @@ Every file a stage writes goes through these helpers (write to a temporary sibli
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -28,6 +29,23 @@ _FILE_MODE = 0o666 & ~_UMASK
 _DIR_MODE = 0o777 & ~_UMASK
 
 
+LOW_DISK = 64 * 2**20  # below this much free space, a failed write is reported as a full disk
+
+
+def _explain_full_disk(path: Path, exc: BaseException) -> None:
+    """Writers fail cryptically on a full disk (torch.save: "unexpected pos ..."): name the place instead."""
+    if not isinstance(exc, Exception):  # Ctrl-C and the like stay what they are
+        return
+    try:
+        free = shutil.disk_usage(path.parent).free
+    except OSError:
+        return
+    if free < LOW_DISK:
+        raise OSError(errno.ENOSPC, f"{path}: could not be written, the disk is full ({free / 2**20:.0f} MiB free; "
+                      f"{exc.__class__.__name__}: {exc}). Free space there or set out_dir to a larger disk; "
+                      "the previous complete file, if any, is unchanged") from exc
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,9 +57,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _explain_full_disk(path, exc)
         raise
     return path
 
@@ -65,9 +84,11 @@ def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    finally:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _explain_full_disk(path, exc)
+        raise
 
 
 @contextlib.contextmanager
