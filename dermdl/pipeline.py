@@ -206,9 +206,9 @@ def train(params: Params) -> dict[str, Any]:
             tmp.write_bytes(result.lr_plot)
     if result.rounds:
         with atomic_dir(rounds_dir) as tmp:
-            for row in result.rounds:
+            for row in result.rounds:  # training is over (its checkpoint cleared): move, don't copy
                 if (rounds_work / f"round_{row['round']}").is_dir():  # absent without test sets
-                    shutil.copytree(rounds_work / f"round_{row['round']}", tmp / f"round_{row['round']}")
+                    (rounds_work / f"round_{row['round']}").replace(tmp / f"round_{row['round']}")
             atomic_write_json(tmp / "rounds.json", result.rounds)
             atomic_write_text(tmp / "rounds.md", rounds_table(result.rounds))
         shutil.rmtree(rounds_work, ignore_errors=True)

@@ -29,6 +29,7 @@ from dermdl.callbacks import (
     check_monitor,
     precision,
 )
+from dermdl.checkpoint import Checkpoints, fingerprint
 from dermdl.distributed import DataParallel, NoLog, alone, is_main, no_gather, shard_train_loader, unwrap, world_size
 from dermdl.models import ModelConfig
 from dermdl.params import Params
@@ -63,7 +64,7 @@ def scaled(params: Params, factor: float) -> Params:
 class Session:
     """What every learner of one training run shares: the logs, the step counter, timing, the config."""
 
-    def __init__(self, task: Task, params: Params, classes: list[str], out: Path, checkpoints: Any = None):
+    def __init__(self, task: Task, params: Params, classes: list[str], out: Path, checkpoints: Checkpoints):
         from dvclive import Live
         from torch.utils.tensorboard import SummaryWriter
 
@@ -74,10 +75,10 @@ class Session:
             preprocess_size=params.preprocess.size, resize=params.preprocess.resize,
             extra={"exp_name": train.exp_name, "pretrained": train.pretrained, **task.config_extra(params)},
         )
-        self.checkpoints = checkpoints  # dermdl.checkpoint.Checkpoints, or None: no saving, no resuming
-        self.resume: dict | None = checkpoints.load() if checkpoints else None
+        self.checkpoints = checkpoints
+        self.resume: dict | None = checkpoints.load()
         # self-training: the state after the last finished round (the epoch checkpoint may be older)
-        self.round_resume: dict | None = checkpoints.load_round() if checkpoints else None
+        self.round_resume: dict | None = checkpoints.load_round()
         if self.round_resume and self.resume and self.resume["epochs_done"] <= self.round_resume["epochs_done"]:
             self.resume = None
         resuming = self.resume or self.round_resume
@@ -186,16 +187,22 @@ class Session:
         return float(suggestion.valley)
 
     # -- resume -------------------------------------------------------------------------------
+    def _position(self, model: torch.nn.Module, dls: Any = None) -> dict:
+        """Where the run stands (counters, weights, generators): what both kinds of checkpoint hold."""
+        from dermdl.checkpoint import capture_rng
+
+        return {"epochs_done": self.epochs_done, "step": self.step[0], "lr": self.lr, "tune": self.tune,
+                "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+                "rng": capture_rng(dls)}
+
     def _save_checkpoint(self, learn) -> None:
-        from dermdl.checkpoint import capture_rng, plain_optimizer_state
+        from dermdl.checkpoint import plain_optimizer_state
 
         self.epochs_done += 1
-        if self.checkpoints is None or not is_main():
+        if not is_main():
             return
         self.checkpoints.save({
-            "epochs_done": self.epochs_done, "step": self.step[0], "lr": self.lr, "tune": self.tune,
-            "model": {k: v.detach().cpu() for k, v in unwrap(learn.model).state_dict().items()},
-            "opt": plain_optimizer_state(learn.opt), "rng": capture_rng(learn.dls),
+            **self._position(learn.model, learn.dls), "opt": plain_optimizer_state(learn.opt),
             "monitor": self.monitor.state() if self.monitor else None,
             "plateau": self.plateau.state() if self.plateau else None,
             "smooth_loss": [learn.recorder.smooth_loss.count, learn.recorder.smooth_loss.val],
@@ -203,15 +210,8 @@ class Session:
 
     def save_round(self, index: int, model: torch.nn.Module, rows: list[dict]) -> None:
         """Self-training: everything the next round needs, so a killed run need not redo this one."""
-        from dermdl.checkpoint import capture_rng
-
-        if self.checkpoints is None or not is_main():
-            return
-        self.checkpoints.save_round({
-            "round": index, "rows": rows, "epochs_done": self.epochs_done, "tune": self.tune, "step": self.step[0],
-            "lr": self.lr, "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
-            "rng": capture_rng(),
-        })
+        if is_main():
+            self.checkpoints.save_round({**self._position(model), "round": index, "rows": rows})
 
     def resume_round(self, learn) -> tuple[int, list[dict]]:
         """Put the last finished round's teacher into ``learn`` and the run where that round ended;
@@ -366,7 +366,6 @@ def fit(
     in ``out/checkpoint`` is written after every epoch (and self-training round) and a matching one
     is resumed from.
     """
-    from dermdl.checkpoint import Checkpoints, fingerprint
     from dermdl.weak_labels import train_with_weak_labels
 
     seed_everything(params)
