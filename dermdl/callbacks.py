@@ -7,6 +7,7 @@ patience across all of them. Logging is owned by the core's DVCLive run for the 
 
 from __future__ import annotations
 
+import time
 import warnings
 from collections import Counter
 from typing import Any
@@ -143,6 +144,35 @@ class RestoreEpochState(Callback):
     def before_epoch(self) -> None:
         if self.epoch == self.at:
             self.restore(self.learn)
+
+
+class PhaseTimer(Callback):
+    """Training throughput of one phase (training batches only, validation excluded) and the share of
+    that time spent making batches: the two numbers that tell a slow data path from a slow model."""
+
+    def __init__(self):
+        self.seconds = self.load_seconds = 0.0
+        self.images = self.epochs = 0
+
+    def _loaded(self) -> float:
+        return float(getattr(self.learn.dls.train, "load_seconds", 0.0))
+
+    def before_train(self) -> None:
+        self.began, self.load_began = time.perf_counter(), self._loaded()
+
+    def after_batch(self) -> None:
+        if self.training:
+            self.images += len(self.learn.xb[0])
+
+    def after_train(self) -> None:
+        self.seconds += time.perf_counter() - self.began
+        self.load_seconds += self._loaded() - self.load_began
+        self.epochs += 1
+
+    def summary(self, phase: str) -> dict:
+        return {"phase": phase, "epochs": self.epochs, "images": self.images, "seconds": round(self.seconds, 2),
+                "images_per_second": round(self.images / self.seconds, 2) if self.seconds else 0.0,
+                "data_loading_share": round(self.load_seconds / self.seconds, 4) if self.seconds else 0.0}
 
 
 def metric_names(metrics: list) -> list[str]:

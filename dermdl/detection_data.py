@@ -17,10 +17,7 @@ import numpy as np
 import torch
 
 from dermdl.images import open_rgb
-from dermdl.prepare import Geometry, geometry, resize
-
-_CACHE_BYTES = 1 << 30  # keep decoded training images in memory when they fit in 1 GiB
-
+from dermdl.prepare import PNG_LEVEL, Geometry, geometry, resize
 
 def box_to_prepared(bbox: list[float], geo: Geometry) -> list[float] | None:
     """COCO ``[x, y, w, h]`` (original pixels) -> ``[x0, y0, x1, y1]`` in the prepared square, clipped
@@ -89,7 +86,7 @@ def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size:
     geo = geometry(width, height, size, policy)
     dst = dst_root / dst_rel
     dst.parent.mkdir(parents=True, exist_ok=True)
-    resize(image, size, policy).save(dst, format="PNG")
+    resize(image, size, policy).save(dst, format="PNG", compress_level=PNG_LEVEL)
     objects, dropped = [], 0
     for ann in info["annotations"]:
         box = box_to_prepared(ann["bbox"], geo)
@@ -118,81 +115,14 @@ def to_tensor(image: Any) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
-def augment(image: torch.Tensor, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random dihedral transform (dermoscopy has no canonical orientation) plus mild light/contrast.
-
-    Boxes follow exactly: transposing swaps x and y, flips mirror the coordinates.
-    """
-    _, height, width = image.shape
-    if height == width and torch.rand(1).item() < 0.5:
-        image, boxes = image.transpose(1, 2), boxes[:, [1, 0, 3, 2]]
-        height, width = width, height
-    if torch.rand(1).item() < 0.5:
-        image = image.flip(2)
-        boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], 1)
-    if torch.rand(1).item() < 0.5:
-        image = image.flip(1)
-        boxes = torch.stack([boxes[:, 0], height - boxes[:, 3], boxes[:, 2], height - boxes[:, 1]], 1)
-    gain, contrast = 1 + 0.3 * (torch.rand(2) - 0.5)
-    mean = image.mean()
-    image = ((image - mean) * contrast + mean * gain).clamp_(0, 1)
-    return image.contiguous(), boxes.reshape(-1, 4)
-
-
-class DetectionDataset(torch.utils.data.Dataset):
-    """Prepared image + torchvision target (``boxes`` xyxy float, ``labels`` 1..K; crowds skipped)."""
-
-    def __init__(self, records: list[dict], classes: list[str], augment: bool):
-        self.records, self.augment = records, augment
-        self.labels = {name: index + 1 for index, name in enumerate(classes)}
-        self.cache: dict[int, np.ndarray] = {}
-        self.cache_limit = _CACHE_BYTES
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def image(self, index: int) -> np.ndarray:
-        if index in self.cache:
-            return self.cache[index]
-        array = np.asarray(open_rgb(self.records[index]["abspath"]))
-        if array.nbytes * len(self.records) <= self.cache_limit:
-            self.cache[index] = array
-        return array
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        record = self.records[index]
-        image = to_tensor(self.image(index))
-        objects = [o for o in record["target"] if not o.get("iscrowd")]
-        boxes = torch.tensor([o["bbox"] for o in objects], dtype=torch.float32).reshape(-1, 4)
-        labels = torch.tensor([self.labels[o["category"]] for o in objects], dtype=torch.int64)
-        if self.augment:
-            image, boxes = augment(image, boxes)
-        return image, {"boxes": boxes, "labels": labels}
-
-
-def collate(batch: list) -> tuple[Any, list[dict]]:
-    """Images stacked (prepared images share one size), targets kept as a list (one dict per image)."""
-    images = [b[0] for b in batch]
-    same = all(i.shape == images[0].shape for i in images)
-    return (torch.stack(images) if same else images), [b[1] for b in batch]
-
-
-def dataloaders(train: list[dict], valid: list[dict], classes: list[str], bs: int, workers: int,
-                augment_train: bool, path: Path | str = "."):
-    """fastai ``DataLoaders`` over two plain torch DataLoaders with the list collate.
-
-    ``category_ids`` (COCO ids of ``classes``) ride along for the model's id buffer.
-    """
-    from fastai.data.core import DataLoaders
-    from torch.utils.data import DataLoader
+def dataloaders(train: list[dict], valid: list[dict], classes: list[str], params: Any, path: Path | str = "."):
+    """Array loaders (images in [0, 1]: the detector normalises internally) with torchvision targets;
+    ``category_ids`` (COCO ids of ``classes``) ride along for the model's id buffer."""
+    from dermdl.batches import Boxes, array_dataloaders, augmentation
 
     if not train:
         raise ValueError("detection: no training images")
-    n = len(train)
-    train_dl = DataLoader(DetectionDataset(train, classes, augment_train), batch_size=bs, shuffle=True,
-                          num_workers=workers, collate_fn=collate, drop_last=n > bs and n % bs == 1)
-    valid_dl = DataLoader(DetectionDataset(valid, classes, False), batch_size=bs, shuffle=False,
-                          num_workers=workers, collate_fn=collate)
-    dls = DataLoaders(train_dl, valid_dl, path=path)
+    dls = array_dataloaders(train, valid, Boxes, params, None, augmentation(params.train, boxes=True), classes=classes)
+    dls.path = Path(path)
     dls.category_ids = list(train[0].get("category_ids") or range(1, len(classes) + 1))
     return dls

@@ -35,6 +35,7 @@ __all__ = [
     "bootstrap_indices",
     "resample_metrics",
     "percentile_ci",
+    "point_values",
     "classification_metrics",
     "format_table",
     "confusion_records",
@@ -192,6 +193,15 @@ def percentile_ci(values: np.ndarray, ci: float = 0.95) -> tuple[float | None, f
 def _m(value: float, boot: np.ndarray, ci: float) -> dict[str, float | None]:
     lo, hi = percentile_ci(boot, ci)
     return {"value": None if math.isnan(value) else float(value), "lo": lo, "hi": hi}
+
+
+def point_values(tree: Any) -> Any:
+    """Strip CIs for ``dvc metrics``/``exp show`` (the CIs stay in report.json)."""
+    if isinstance(tree, dict):
+        if set(tree) >= {"value", "lo", "hi"}:
+            return tree["value"]
+        return {key: point_values(value) for key, value in tree.items()}
+    return tree
 
 
 def classification_metrics(

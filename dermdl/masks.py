@@ -130,8 +130,8 @@ def panels(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray | None =
     return np.concatenate(row, axis=1)
 
 
-def write_png(path: str | os.PathLike, array: np.ndarray) -> None:
+def write_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 6) -> None:
     """uint8 2-D -> L, uint16 2-D -> I;16, (h, w, 3) uint8 -> RGB; written atomically."""
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG")
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=compress_level)
     atomic_write_bytes(path, buffer.getvalue())

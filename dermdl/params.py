@@ -74,21 +74,24 @@ class PreprocessParams(_Section):
 
 
 class TrainParams(_Section):
-    """Schedule and model, as in the thesis pipeline (fepochs frozen, then epochs unfrozen)."""
+    """Schedule, model and augmentation; ``recipe`` names the schedule (dermdl.schedule.RECIPES)."""
 
     model: str = "efficientnet_lite0"
     pretrained: bool | str = True
-    input_size: int = Field(112, ge=8, le=4096)
+    input_size: int = Field(128, ge=8, le=4096)
     bs: int = Field(32, ge=1)
-    lr: float = Field(2e-3, gt=0, le=10)
+    lr: float = Field(1e-3, gt=0, le=10)
+    recipe: Literal["one_cycle", "thesis"] = "one_cycle"
     epochs: int = Field(4, ge=0)
-    fepochs: int = Field(1, ge=0)
+    fepochs: int = Field(0, ge=0)
     valid_size: float = Field(0.2, gt=0, lt=1)
     seed: int = 42
     weak_labels: Literal["none", "pretrain", "self_train"] = "none"
     nrepeats: int = Field(1, ge=1, le=100)  # self_train: teacher -> pseudo-labels -> student rounds
-    augment: bool = True
-    workers: int = Field(0, ge=0, le=64)
+    augment: bool = True  # random flips/90° turns, plus the rotation, zoom and lighting below
+    max_rotate: float = Field(45.0, ge=0, le=180)  # degrees on top of the 90° turns (45: every angle)
+    max_zoom: float = Field(1.15, ge=1, le=4)
+    max_lighting: float = Field(0.2, ge=0, lt=1)  # brightness/contrast factors in [1 - x, 1 + x]
     exp_name: str = "dermdl"
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adamw"
     wd: float = Field(0.01, ge=0)
@@ -96,7 +99,7 @@ class TrainParams(_Section):
     loss: Literal["ce", "focal", "focal_ce", "label_smoothing"] = "ce"  # classification loss
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
-    class_weights: Literal["none", "balanced"] = "none"
+    class_weights: Literal["none", "balanced"] = "balanced"
     deterministic: bool = True  # seeded, deterministic kernels: same seed -> same model and metrics
     # Splits: k-fold cross-validation estimate before the final model; full_data = no validation split.
     cv_folds: int = Field(0, ge=0, le=50)

@@ -20,6 +20,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from dermdl.evaluate import point_values
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.layout.report import Report
 from dermdl.params import Params
@@ -62,8 +63,40 @@ def validate(params: Params) -> Report:
     return report
 
 
+def _fingerprint(params: Params, items: list) -> str:
+    """What the prepared data depends on: the settings that shape it and every source file's identity
+    (path, size, modification time; a mask or annotation target too). Equal = nothing to redo."""
+    import hashlib
+
+    from dermdl.arrays import FORMAT
+
+    settings = {"format": FORMAT, "task": params.task, "root": str(Path(params.data.root).resolve()),
+                "datasets": _all_datasets(params), "size": params.preprocess.size, "resize": params.preprocess.resize,
+                "segmentation": [params.segmentation.codes, params.segmentation.value_map()],
+                "clip_boxes": params.detection.clip_boxes}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for item in items:
+        digest.update(f"{item.dataset}|{item.path}|{_file_identity(item.path)}|{item.target}|"
+                      f"{_file_identity(item.target)}\n".encode())
+    return digest.hexdigest()
+
+
+def _file_identity(value: Any) -> str:
+    """Size and modification time when ``value`` names a file (a mask), else empty (a class name, a
+    detection annotation: hashed as text)."""
+    if not isinstance(value, (str, Path)) or (isinstance(value, str) and (len(value) > 4096 or "\n" in value)):
+        return ""
+    try:
+        stat = Path(value).stat()
+    except (OSError, ValueError):
+        return ""
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
 def preprocess(params: Params) -> dict[str, Any]:
-    """Resize every image of every named dataset into ``out/prepared`` and write its manifest."""
+    """Resize every image of every named dataset into ``out/prepared`` (PNGs + one uint8 array per
+    dataset) and write its manifest; does nothing when the sources and settings are unchanged."""
+    from dermdl.arrays import write_arrays
     from dermdl.prepare import run_parallel
 
     task = get_task(params.task)
@@ -72,6 +105,13 @@ def preprocess(params: Params) -> dict[str, Any]:
     if not report.ok:
         raise StageError("the dataset layout has errors; run `dermdl validate` and fix them:\n" + "\n".join(report.lines()))
     target = params.out / "prepared"
+    fingerprint = _fingerprint(params, items)
+    previous = target / MANIFEST
+    if previous.is_file():
+        manifest = json.loads(previous.read_text(encoding="utf-8"))
+        if manifest.get("fingerprint") == fingerprint:
+            print(f"preprocess: {len(items)} images up to date in {target} (sources and settings unchanged)")
+            return manifest
     with atomic_dir(target) as tmp:
         jobs = [
             (item.path, item.path.relative_to(root).as_posix(), item.target, tmp, params.preprocess.size, params.preprocess.resize)
@@ -81,7 +121,11 @@ def preprocess(params: Params) -> dict[str, Any]:
         datasets: dict[str, list[dict]] = {name: [] for name in _all_datasets(params)}
         for item, record in zip(items, records):
             datasets[item.dataset].append(record)
+        for name, dataset_records in datasets.items():
+            write_arrays(tmp, name, dataset_records, params.preprocess.size, params.preprocess.workers,
+                         task.target_array(params))
         manifest = {
+            "fingerprint": fingerprint,
             "task": params.task,
             "source_root": str(root),
             "classes": classes,
@@ -98,11 +142,18 @@ def load_manifest(params: Params) -> dict[str, Any]:
     path = params.out / "prepared" / MANIFEST
     if not path.is_file():
         raise StageError(f"{path}: missing; run the preprocess stage first (`dvc repro preprocess`)")
+    from dermdl.arrays import arrays_dir
+
     manifest = json.loads(path.read_text(encoding="utf-8"))
     for dataset, records in manifest["datasets"].items():
+        arrays = str(arrays_dir(path.parent, dataset))
         for record in records:
+            if "row" not in record:
+                raise StageError(f"{path}: prepared by an older dermdl (no image arrays); "
+                                 "re-run the preprocess stage (`dvc repro preprocess`)")
             record["abspath"] = str(path.parent / record["path"])
             record["dataset"] = dataset
+            record["arrays"] = arrays
     return manifest
 
 
@@ -227,11 +278,23 @@ def train(params: Params) -> dict[str, Any]:
         "cv_folds": params.train.cv_folds,
         "seconds": round(result.seconds, 2),
         "images_per_second": round(result.images_per_second, 2),
+        **_training_speed(result.phases),
+        "phases": result.phases,
     }
     atomic_write_json(model_dir / "train.json", summary | {"processes": distributed.world_size()})
     distributed.shutdown()
-    print(f"train: {summary}")
+    print("train: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "phases"))
     return summary | ({"cv": cv} if cv else {})
+
+
+def _training_speed(phases: list[dict]) -> dict[str, float]:
+    """Over all phases: training images/s (validation excluded) and the share spent making batches."""
+    seconds = sum(p["seconds"] for p in phases)
+    if not seconds:
+        return {"train_images_per_second": 0.0, "data_loading_share": 0.0}
+    loading = sum(p["data_loading_share"] * p["seconds"] for p in phases)
+    return {"train_images_per_second": round(sum(p["images"] for p in phases) / seconds, 2),
+            "data_loading_share": round(loading / seconds, 4)}
 
 
 def infer(params: Params) -> dict[str, Path]:
@@ -270,12 +333,3 @@ def analyze(params: Params) -> dict[str, Any]:
     atomic_write_text(params.out / "summary.txt", text)
     print(text)
     return full
-
-
-def point_values(tree: Any) -> Any:
-    """Strip CIs for ``dvc metrics``/``exp show`` (the CIs stay in report.json)."""
-    if isinstance(tree, dict):
-        if set(tree) >= {"value", "lo", "hi"}:
-            return tree["value"]
-        return {key: point_values(value) for key, value in tree.items()}
-    return tree

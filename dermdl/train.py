@@ -1,8 +1,8 @@
 """The one training core: a fastai ``Learner`` around whatever model and data a task provides.
 
-Schedule as in the thesis pipeline: ``fepochs`` epochs with the pretrained body frozen, then
-``epochs`` unfrozen with discriminative learning rates (fastai ``fine_tune``), once per
-progressive-resizing size factor. Every epoch of every phase and learner is logged, with one
+The schedule (``train.recipe``: one-cycle over all layers, or the thesis' frozen-then-discriminative
+fine-tuning) is a pure function of params in :mod:`dermdl.schedule`; batches come from the prepared
+arrays (:mod:`dermdl.batches`). Every epoch of every phase and learner is logged, with one
 continuous step counter, to DVCLive (``dvc plots show``) and TensorBoard. How the learners of one
 run are chained (weak labels, self-training rounds) lives in :mod:`dermdl.weak_labels`.
 """
@@ -23,6 +23,7 @@ from dermdl.callbacks import (
     Checkpointer,
     EpochLogger,
     Monitor,
+    PhaseTimer,
     Plateau,
     RestoreEpochState,
     balanced_sampler,
@@ -34,6 +35,7 @@ from dermdl.distributed import DataParallel, NoLog, alone, is_main, no_gather, s
 from dermdl.models import ModelConfig
 from dermdl.params import Params
 from dermdl.recipe import opt_func
+from dermdl.schedule import Phase, fit_plan, phases
 from dermdl.tasks import Task
 
 
@@ -50,6 +52,7 @@ class FitResult:
     lr_plot: bytes | None = None  # PNG of the LR finder, when train.auto_lr
     best_epoch: int | None = None  # keep_best: epoch (1-based, over the last schedule) whose weights are kept
     stopped_early: bool = False
+    phases: list[dict] = field(default_factory=list)  # PhaseTimer.summary() of every phase run
 
 
 def scaled(params: Params, factor: float) -> Params:
@@ -93,6 +96,7 @@ class Session:
         self.step = [0]
         self.seconds = 0.0
         self.image_epochs = 0
+        self.phases: list[dict] = []  # per phase: training images/s and the data-loading share
         self.lr = train.lr
         self.lr_plot: bytes | None = None
         self.precision = "off"
@@ -125,6 +129,7 @@ class Session:
 
     def learner(self, train_records: list[dict], valid_records: list[dict], loss_records: list[dict] | None = None):
         """A fresh learner (pretrained body, new head) on these records; ``loss_records`` set class weights."""
+        import fastai.callback.all  # noqa: F401  patches Learner (fit_one_cycle, lr_find, to_fp16), epoch table
         from fastai.learner import Learner
 
         model, norm = self.task.build_model(self.config, self.params.train.pretrained)
@@ -271,21 +276,22 @@ class Session:
         monitored = bool(valid_records) and (train.early_stopping or train.keep_best)
         self.monitor = Monitor(train.monitor, train.min_delta, train.early_stopping, train.keep_best) if monitored else None
         start = time.perf_counter()
-        for factor in train.progressive_resizing or (1.0,):
-            self._at_boundary(learn)  # before this stage's data loaders draw their generators
-            sized = scaled(self.params, factor)
-            learn.dls = self.dataloaders(train_records, valid_records, sized, learn.dermdl_norm)
-            stage = f"{label}x{factor:g}_" if train.progressive_resizing else label
-            for phase, epochs in ((f"{stage}frozen", train.fepochs), (f"{stage}unfrozen", train.epochs)):
-                if epochs == 0 or (self.monitor and self.monitor.stopped):
-                    continue
-                skip = self._resume_point(learn, epochs) or 0
-                if skip == epochs:
-                    self.epochs_done += epochs
-                    continue
-                before = self.step[0]
-                self._run_phase(learn, phase, epochs, valid_records, skip)
-                self.image_epochs += len(train_records) * (self.step[0] - before)
+        factor = None
+        for phase in phases(train, label):
+            if phase.size_factor != factor:  # a new progressive-resizing stage: loaders at its input size
+                factor = phase.size_factor
+                self._at_boundary(learn)  # before this stage's data loaders draw their generators
+                sized = scaled(self.params, factor)
+                learn.dls = self.dataloaders(train_records, valid_records, sized, learn.dermdl_norm)
+            if self.monitor and self.monitor.stopped:
+                continue
+            skip = self._resume_point(learn, phase.epochs) or 0
+            if skip == phase.epochs:
+                self.epochs_done += phase.epochs
+                continue
+            before = self.step[0]
+            self._run_phase(learn, phase, valid_records, skip)
+            self.image_epochs += len(train_records) * (self.step[0] - before)
         self._at_boundary(learn)  # killed after this schedule's last epoch: its weights are in the checkpoint
         self.seconds += time.perf_counter() - start
         if self.monitor:
@@ -307,29 +313,27 @@ class Session:
             cbs.append(RestoreEpochState(skip, self._restore_epoch))
         return cbs
 
-    def _run_phase(self, learn, phase: str, epochs: int, valid_records: list[dict], skip: int) -> None:
-        lr, plateau = self.lr, self.params.train.plateau
-        unfrozen = phase.endswith("unfrozen")
+    def _run_phase(self, learn, phase: Phase, valid_records: list[dict], skip: int) -> None:
         # fastai steps every parameter that HAS a gradient: stale zero gradients of an earlier unfrozen
         # phase would let weight decay shrink a "frozen" body (and a resumed run, which has none, differ).
         learn.model.zero_grad(set_to_none=True)
-        if unfrozen:  # both clear the optimiser state, as fastai's fine_tune does
-            learn.unfreeze()
-        else:
+        if phase.frozen:  # both clear the optimiser state, as fastai's fine_tune does
             learn.freeze()
+        else:
+            learn.unfreeze()
         if skip:  # resume mid-phase: the optimiser state saved after the last completed epoch
             from dermdl.checkpoint import load_optimizer_state
 
             load_optimizer_state(learn.opt, self.resume["opt"])
             self.epochs_done = int(self.resume["epochs_done"])
-        cbs = self._callbacks(phase, valid_records, skip)
-        lrs = slice(lr / 200, lr / 2) if unfrozen else slice(lr)
-        if plateau:
-            learn.fit(epochs, lrs, cbs=cbs, start_epoch=skip)
-        elif unfrozen:
-            learn.fit_one_cycle(epochs, lrs, pct_start=0.3, div=5.0, cbs=cbs, start_epoch=skip)
-        else:
-            learn.fit_one_cycle(epochs, lrs, pct_start=0.99, cbs=cbs, start_epoch=skip)
+        timer = PhaseTimer()
+        cbs = self._callbacks(phase.name, valid_records, skip) + [timer]
+        plan = fit_plan(self.params.train, phase, self.lr)
+        if is_main():
+            print(f"train: phase {phase.name} - epochs {skip + 1}-{phase.epochs} of {phase.epochs}, {plan.description}",
+                  flush=True)
+        getattr(learn, plan.method)(phase.epochs, plan.lrs, cbs=cbs, start_epoch=skip, **plan.options)
+        self.phases.append(timer.summary(phase.name))
         if skip:
             self.resume = None
 
@@ -339,7 +343,7 @@ class Session:
         monitor = self.monitor
         return FitResult(self.config, learn.model, ips, self.seconds, self.step[0], self.lr, self.precision,
                          rounds or [], self.lr_plot, monitor.best_epoch if monitor and monitor.keep_best else None,
-                         bool(monitor and monitor.stopped))
+                         bool(monitor and monitor.stopped), self.phases)
 
 
 def seed_everything(params: Params) -> None:

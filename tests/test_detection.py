@@ -11,6 +11,7 @@ from PIL import Image, ImageDraw
 from torchvision.models._api import WeightsEnum
 
 from dermdl import detection_data
+from dermdl.augment import Augmentation, augment_batch
 from dermdl.detection_models import DETECTORS, build_detector, splitter
 from dermdl.models import ModelConfig, load_model, save_model
 from dermdl.params import ParamsError, params_from_dict
@@ -116,7 +117,9 @@ def test_augmentation_moves_boxes_with_the_pixels():
     seen = set()
     for seed in range(40):
         torch.manual_seed(seed)
-        out, moved = detection_data.augment(image.clone(), boxes.clone())
+        batch, _, moved = augment_batch(image[None].clone(), Augmentation(max_lighting=0.15, boxes=True),
+                                        boxes=[boxes.clone()])
+        out, moved = batch[0], moved[0]
         ys, xs = np.nonzero(out[0].numpy() > out[0].numpy().mean() + 0.1)
         x0, y0, x1, y1 = moved[0].tolist()
         assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x0, y0, x1, y1)

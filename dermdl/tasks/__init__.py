@@ -24,6 +24,10 @@ def _no_config_extra(params: Any) -> dict:
     return {}
 
 
+def _no_target_array(params: Any) -> None:
+    return None
+
+
 def _body_head_split(model: nn.Module) -> list:
     """fastai's default: parameter groups (body, head) so the body can be frozen."""
     from fastai.vision.learner import default_split
@@ -38,7 +42,10 @@ class Task:
     - ``scan(params, datasets, check_images)`` -> (items, classes, Report) for the task's layout
     - ``prepare_item(source, relative, target, dst_root, size, policy)`` -> manifest record (JSON-able
       dict with at least ``path``, ``source``, ``target``; ``stratum`` when splits should stratify)
+    - ``target_array(params)`` -> None, or a picklable ``f(record) -> (size, size) uint8`` class-id map that
+      preprocess stacks into ``targets.npy`` beside the images (spatial targets: masks)
     - ``dataloaders(train_records, valid_records, classes, params, norm)`` -> fastai DataLoaders
+      (of :class:`dermdl.batches.ArrayLoader`: batches gathered from the prepared arrays)
     - ``build_model(config, pretrained)`` -> (model, (mean, std)); ``config`` is a ModelConfig
     - ``loss_and_metrics(params, classes, train_records)`` -> (loss function, fastai metrics)
     - ``predict(model, config, paths, bs, tta)`` -> predictions for images, prepared or raw (``tta``: infer.tta)
@@ -66,6 +73,7 @@ class Task:
     splitter: Callable[[nn.Module], list] = _body_head_split
     callbacks: Callable[[Any], list] = _no_callbacks
     config_extra: Callable[[Any], dict] = _no_config_extra
+    target_array: Callable[[Any], Any] = _no_target_array
 
 
 _MODULES = {

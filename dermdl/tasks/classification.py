@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -38,33 +37,10 @@ def build_model(config: ModelConfig, pretrained: bool | str):
 
 
 def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], all_params: Any, norm: Any):
-    """fastai DataLoaders: prepared images resized to ``input_size``, rotation/flip/colour augmentation."""
-    from fastai.vision.all import (
-        CategoryBlock,
-        DataBlock,
-        ImageBlock,
-        IndexSplitter,
-        Normalize,
-        Resize,
-        aug_transforms,
-    )
+    """Batches from the prepared arrays; flips/rotation/zoom/lighting on whole batches (dermdl.augment)."""
+    from dermdl.batches import Labels, array_dataloaders, augmentation
 
-    params = all_params.train
-    records = list(train) + list(valid)
-    batch_tfms = []
-    if params.augment:
-        # Dermoscopy has no canonical orientation: rotate fully and flip both ways.
-        batch_tfms += aug_transforms(flip_vert=True, max_rotate=180.0, max_zoom=1.15, max_lighting=0.2, max_warp=0.1)
-    batch_tfms.append(Normalize.from_stats(*norm))
-    block = DataBlock(
-        blocks=(ImageBlock, CategoryBlock(vocab=classes)),
-        get_x=itemgetter("abspath"),
-        get_y=itemgetter("target"),
-        splitter=IndexSplitter(list(range(len(train), len(records)))),
-        item_tfms=Resize(params.input_size, method="squish"),
-        batch_tfms=batch_tfms,
-    )
-    return block.dataloaders(records, bs=params.bs, num_workers=params.workers, shuffle=True)
+    return array_dataloaders(train, valid, Labels, all_params, norm, augmentation(all_params.train), classes=classes)
 
 
 def loss_and_metrics(params: Any, classes: list[str], train_records: list[dict]):

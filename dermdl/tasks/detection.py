@@ -54,8 +54,7 @@ def build_model(config: ModelConfig, pretrained: bool | str):
 
 
 def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], all_params: Any, norm: Any):
-    params = all_params.train
-    return detection_data.dataloaders(list(train), list(valid), classes, params.bs, params.workers, params.augment)
+    return detection_data.dataloaders(list(train), list(valid), classes, all_params)
 
 
 class LossComponent(Metric):

@@ -29,7 +29,7 @@ from dermdl.io import atomic_file, atomic_write_json, atomic_write_text
 from dermdl.layout.masks import IMAGES, MASKS, scan_segmentation
 from dermdl.masks import ValueMap, panels, resize_probs, to_original, write_png
 from dermdl.models import ModelConfig
-from dermdl.prepare import prepare_image, resize
+from dermdl.prepare import PNG_LEVEL, prepare_image, resize
 from dermdl.tasks import Task
 
 FULL_MASKS = "masks_full"
@@ -66,11 +66,11 @@ def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size:
         raise ValueError(f"{target}: mask is {values.shape[1]} x {values.shape[0]} pixels but its image {source} is "
                          f"{width} x {height}; run `dermdl validate` and fix the mask")
     small = np.asarray(resize(Image.fromarray(values), size, policy, kind="mask"))
-    write_png(dst_root / dataset / MASKS / f"{stem}.png", small.astype(values.dtype))
+    write_png(dst_root / dataset / MASKS / f"{stem}.png", small.astype(values.dtype), PNG_LEVEL)
     # where the image lies in the prepared square (pad leaves borders): outside it is class 0 whatever
     # mask_values says, so masks whose background is not stored as 0 work with resize: pad too
     box = resize(Image.new("L", (width, height), 255), size, policy, kind="mask").getbbox()
-    write_png(dst_root / dataset / FULL_MASKS / f"{stem}.png", values)
+    write_png(dst_root / dataset / FULL_MASKS / f"{stem}.png", values, PNG_LEVEL)
     return {
         "path": f"{dataset}/{IMAGES}/{stem}.png",
         "source": relative,
@@ -116,26 +116,15 @@ class MaskTarget:
 
 
 def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], all_params: Any, norm: Any):
-    """fastai DataLoaders of (image, mask); flips/rotation/zoom/warp move image and mask together."""
-    from operator import itemgetter
+    """(image, class-id mask) batches from the prepared arrays; every geometric change moves both."""
+    from dermdl.batches import Masks, array_dataloaders, augmentation
 
-    from fastai.vision.all import DataBlock, ImageBlock, IndexSplitter, MaskBlock, Normalize, Resize, aug_transforms
+    return array_dataloaders(train, valid, Masks, all_params, norm, augmentation(all_params.train))
 
-    params = all_params.train
-    records = list(train) + list(valid)
-    batch_tfms = []
-    if params.augment:
-        batch_tfms += aug_transforms(flip_vert=True, max_rotate=180.0, max_zoom=1.15, max_lighting=0.2, max_warp=0.1)
-    batch_tfms.append(Normalize.from_stats(*norm))
-    block = DataBlock(
-        blocks=(ImageBlock, MaskBlock(codes=list(classes))),
-        get_x=itemgetter("abspath"),
-        get_y=MaskTarget(value_map(all_params).to_json(), len(classes)),
-        splitter=IndexSplitter(list(range(len(train), len(records)))),
-        item_tfms=Resize(params.input_size, method="squish"),
-        batch_tfms=batch_tfms,
-    )
-    return block.dataloaders(records, bs=params.bs, num_workers=params.workers, shuffle=True)
+
+def target_array(params: Any) -> MaskTarget:
+    """Preprocess stacks each prepared mask's class ids (padding = class 0) into ``targets.npy``."""
+    return MaskTarget(value_map(params).to_json(), len(params.segmentation.codes))
 
 
 def build_model(config: ModelConfig, pretrained: bool | str):
@@ -183,12 +172,18 @@ def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[
     prepared size in the stored value convention (so it reads back like a real prepared mask)."""
     vmap, size = config_value_map(config), config.preprocess_size
     preds = predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs, params.infer.tta)
+    from dermdl.arrays import TARGETS
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    labels = np.lib.format.open_memmap(work_dir / TARGETS, mode="w+", dtype=np.uint8, shape=(len(records), size, size))
     out = []
     for index, (record, pred) in enumerate(zip(records, preds)):
-        labels = resize_probs(pred.probs, size).argmax(axis=0).astype(np.uint8)
+        labels[index] = resize_probs(pred.probs, size).argmax(axis=0)
         path = work_dir / f"{index:06d}.png"
-        write_png(path, vmap.to_stored(labels))
-        out.append({**record, "target": str(path.resolve()), "content_box": [0, 0, size, size]})
+        write_png(path, vmap.to_stored(labels[index]))
+        out.append({**record, "target": str(path.resolve()), "content_box": [0, 0, size, size],
+                    "target_arrays": str(work_dir), "target_row": index})
+    labels.flush()
     return out
 
 
@@ -309,4 +304,5 @@ TASK = Task(
     table=sm.format_table,
     splitter=_split,
     config_extra=config_extra,
+    target_array=target_array,
 )

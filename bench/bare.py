@@ -1,0 +1,103 @@
+"""The baseline of bench/versus_bare.py: plain PyTorch loops a researcher would write by hand.
+
+No Learner, no callbacks, no logging, no checkpoints: images already decoded into one uint8 array in
+RAM, per-sample flips/transposes with ``torch.where``, ``torch.optim.AdamW`` + ``OneCycleLR``. The
+model, loss and normalisation are the same objects dermdl builds, so a difference in speed is the
+engine's, not the network's.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def _where(flag: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.where(flag.view((-1,) + (1,) * (a.dim() - 1)), a, b)
+
+
+def flips(x: torch.Tensor, masks: torch.Tensor | None, bits: torch.Tensor):
+    """Per-sample left-right flip, up-down flip, transpose (images and masks alike)."""
+    for bit, op in ((1, lambda t: t.flip(-1)), (2, lambda t: t.flip(-2)), (4, lambda t: t.transpose(-1, -2))):
+        chosen = bits & bit > 0
+        x = _where(chosen, op(x), x)
+        masks = None if masks is None else _where(chosen, op(masks), masks)
+    return x, masks
+
+
+def flip_boxes(boxes: torch.Tensor, bits: int, size: int) -> torch.Tensor:
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    if bits & 1:
+        x0, x1 = size - x1, size - x0
+    if bits & 2:
+        y0, y1 = size - y1, size - y0
+    if bits & 4:
+        x0, y0, x1, y1 = y0, x0, y1, x1
+    return torch.stack([x0, y0, x1, y1], -1)
+
+
+def train(model: torch.nn.Module, images: np.ndarray, targets: Any, loss_fn: Callable, *, bs: int, lr: float,
+          epochs: int, norm: tuple | None, kind: str) -> dict:
+    """Train ``epochs`` epochs; ``kind``: labels | masks | boxes. Returns training images/s."""
+    n = len(images)
+    steps = epochs * (n // bs)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
+    mean, std = (None, None) if norm is None else (torch.tensor(v).view(1, 3, 1, 1) for v in norm)
+    model.train()
+    seen, began = 0, time.perf_counter()
+    for _ in range(epochs):
+        order = torch.randperm(n)
+        for start in range(0, n - bs + 1, bs):
+            idx = order[start : start + bs]
+            x = torch.from_numpy(images[idx.numpy()]).permute(0, 3, 1, 2).float().div_(255)
+            bits = torch.randint(0, 8, (len(idx),))
+            if kind == "boxes":
+                x, _ = flips(x, None, bits)
+                y = [{"boxes": flip_boxes(targets[i]["boxes"], int(b), x.shape[-1]), "labels": targets[i]["labels"]}
+                     for i, b in zip(idx.tolist(), bits)]
+                loss = sum(model(x, y).values())
+            else:
+                masks = torch.from_numpy(targets[idx.numpy()]).long() if kind == "masks" else None
+                x, masks = flips(x, masks, bits)
+                x = (x - mean) / std
+                loss = loss_fn(model(x.contiguous()), masks if kind == "masks" else targets[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            seen += len(idx)
+    seconds = time.perf_counter() - began
+    return {"images": seen, "seconds": seconds, "images_per_second": seen / seconds}
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, paths: list[str], size: int, bs: int, norm: tuple | None) -> dict:
+    """Decode + resize (PIL, squish) + forward (+ softmax) for raw image files, batch by batch."""
+    model.eval()
+    mean, std = (None, None) if norm is None else (torch.tensor(v).view(1, 3, 1, 1) for v in norm)
+    began = time.perf_counter()
+    for start in range(0, len(paths), bs):
+        arrays = [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
+                  for p in paths[start : start + bs]]
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+        if mean is None:
+            model(list(x))
+        else:
+            torch.softmax(model((x - mean) / std), dim=1)
+    seconds = time.perf_counter() - began
+    return {"images": len(paths), "seconds": seconds, "images_per_second": len(paths) / seconds}
+
+
+def decode_into_memory(paths: list[str], size: int) -> dict:
+    """The preprocessing baseline: decode and resize every image into one array, one process."""
+    began = time.perf_counter()
+    out = np.empty((len(paths), size, size, 3), np.uint8)
+    for i, p in enumerate(paths):
+        out[i] = np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
+    return {"images": len(paths), "seconds": time.perf_counter() - began}
