@@ -1,7 +1,8 @@
 """The baseline of bench/versus_bare.py: plain PyTorch loops a researcher would write by hand.
 
 No Learner, no callbacks, no logging, no checkpoints: images already decoded into one uint8 array in
-RAM, per-sample flips/transposes with ``torch.where``, ``torch.optim.AdamW`` + ``OneCycleLR``. The
+RAM, per-sample flips/transposes with ``torch.where``, ``torch.optim.AdamW`` + ``OneCycleLR``, NHWC
+(channels-last) model and batches as an informed CPU user would write them. The
 model, loss and normalisation are the same objects dermdl builds, so a difference in speed is the
 engine's, not the network's.
 """
@@ -49,6 +50,8 @@ def train(model: torch.nn.Module, images: np.ndarray, targets: Any, loss_fn: Cal
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.25)
     mean, std = (None, None) if norm is None else (torch.tensor(v).view(1, 3, 1, 1) for v in norm)
+    if kind != "boxes":
+        model.to(memory_format=torch.channels_last)
     model.train()
     seen, began = 0, time.perf_counter()
     for _ in range(epochs):
@@ -66,7 +69,8 @@ def train(model: torch.nn.Module, images: np.ndarray, targets: Any, loss_fn: Cal
                 masks = torch.from_numpy(targets[idx.numpy()]).long() if kind == "masks" else None
                 x, masks = flips(x, masks, bits)
                 x = (x - mean) / std
-                loss = loss_fn(model(x.contiguous()), masks if kind == "masks" else targets[idx])
+                x = x.contiguous(memory_format=torch.channels_last)  # NHWC: oneDNN's fast CPU convolutions
+                loss = loss_fn(model(x), masks if kind == "masks" else targets[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -85,7 +89,7 @@ def predict(model: torch.nn.Module, paths: list[str], size: int, bs: int, norm: 
     for start in range(0, len(paths), bs):
         arrays = [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
                   for p in paths[start : start + bs]]
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)  # NHWC strides
         if mean is None:
             model(list(x))
         else:

@@ -1,13 +1,14 @@
 """Prepared images as one uint8 array per dataset, so a training batch is a gather, not N decodes.
 
-The preprocess stage writes, beside each dataset's prepared PNGs (which stay for people, galleries
-and inference), ``<prepared>/<dataset>/arrays/images.npy`` (n, size, size, 3) and, for tasks with
+The preprocess stage writes ``<prepared>/<dataset>/arrays/images.npy`` (n, size, size, 3): the
+resized images themselves (no per-image PNG copies since prepared format 3) and, for tasks with
 spatial targets, ``targets.npy`` (n, size, size) of class ids. Manifest record ``row`` is the
 record's index in both. Training memory-maps them (``np.load(mmap_mode="r")``): pages are shared
-between DDP ranks and the OS page cache, and a dataset larger than RAM still works.
+between DDP ranks and the OS page cache, and a dataset larger than RAM still works. Inference on
+prepared test sets reads the same rows (:class:`PreparedImages`).
 
-Why not decode the PNGs per batch: on a 2-core machine PNG decoding and per-image warps in the
-training process cost about half of each step (issue 10).
+Why: on a 2-core machine PNG decoding and per-image warps in the training process cost about half
+of each step, and PNG encoding two thirds of preprocessing (issue 10).
 """
 
 from __future__ import annotations
@@ -19,51 +20,64 @@ from typing import Any
 import numpy as np
 import torch
 
-FORMAT = 2  # of the prepared folder; part of preprocess's fingerprint (bump when its content changes)
+FORMAT = 3  # of the prepared folder; part of preprocess's fingerprint (bump when its content changes)
 ARRAYS = "arrays"
 IMAGES = "images.npy"
 TARGETS = "targets.npy"
+PIXELS = "pixels"  # key of a freshly prepared record that carries its resized image to the parent
 
 
 def arrays_dir(prepared: Path, dataset: str) -> Path:
     return prepared / dataset / ARRAYS
 
 
+def prepared_root(record: dict) -> Path:
+    """The prepared folder a manifest record belongs to (its arrays are ``<root>/<dataset>/arrays``)."""
+    return Path(record["arrays"]).parent.parent
+
+
+class ImageRows:
+    """Rows of one dataset's ``images.npy`` being written, in manifest order."""
+
+    def __init__(self, prepared: Path, dataset: str, count: int, size: int):
+        folder = arrays_dir(prepared, dataset)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.array = np.lib.format.open_memmap(folder / IMAGES, mode="w+", dtype=np.uint8,
+                                               shape=(count, size, size, 3))
+        self.count = 0
+
+    def add(self, record: dict) -> dict:
+        """Store the record's pixels, number it (``row``), and return it without them."""
+        self.array[self.count] = record.pop(PIXELS)
+        record["row"] = self.count
+        self.count += 1
+        return record
+
+    def close(self) -> None:
+        self.array.flush()
+        del self.array
+
+
 def _fill(npy: str, start: int, records: list[dict], load: Callable[[dict], np.ndarray]) -> None:
-    """Worker job: decode a chunk of prepared files into rows ``start ...`` of an open .npy file."""
+    """Worker job: compute a chunk of target maps into rows ``start ...`` of an open .npy file."""
     array = np.load(npy, mmap_mode="r+")
     for offset, record in enumerate(records):
         array[start + offset] = load(record)
     array.flush()
 
 
-def prepared_rgb(record: dict) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(record["abspath"]) as image:  # written by preprocess: 8-bit RGB, size x size
-        return np.asarray(image.convert("RGB"))
-
-
-def write_arrays(prepared: Path, dataset: str, records: Sequence[dict], size: int, workers: int,
-                 target: Callable[[dict], np.ndarray] | None = None) -> None:
-    """Stack one dataset's prepared images (and ``target(record)`` class-id maps) into .npy files;
-    numbers the records (``row``). ``target`` must be picklable (it runs in worker processes)."""
+def write_targets(prepared: Path, dataset: str, records: Sequence[dict], size: int, workers: int,
+                  target: Callable[[dict], np.ndarray]) -> None:
+    """Stack ``target(record)`` class-id maps of one dataset into ``targets.npy`` (worker processes:
+    ``target`` must be picklable)."""
     from dermdl.prepare import run_parallel
 
-    folder = arrays_dir(prepared, dataset)
-    folder.mkdir(parents=True, exist_ok=True)
-    for offset, record in enumerate(records):
-        record["row"] = offset
-    located = [{**r, "abspath": str(prepared / r["path"])} for r in records]
-    jobs: list[tuple[Path, Callable[[dict], np.ndarray], tuple[int, ...]]] = [
-        (folder / IMAGES, prepared_rgb, (size, size, 3))]
-    if target is not None:
-        jobs.append((folder / TARGETS, target, (size, size)))
+    npy = arrays_dir(prepared, dataset) / TARGETS
+    np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(len(records), size, size)).flush()
+    located = [{**r, "arrays": str(arrays_dir(prepared, dataset))} for r in records]
     chunk = max(64, -(-len(records) // (workers * 4)))
-    for npy, load, shape in jobs:
-        np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(len(records), *shape)).flush()
-        args = [(str(npy), start, located[start : start + chunk], load) for start in range(0, len(records), chunk)]
-        run_parallel(_fill, args, workers)
+    run_parallel(_fill, [(str(npy), start, located[start : start + chunk], target)
+                         for start in range(0, len(records), chunk)], workers)
 
 
 class ArrayStore:
@@ -97,3 +111,29 @@ class ArrayStore:
             if mask.any():
                 out[mask] = array[self.rows[positions[mask]]]
         return torch.from_numpy(out)
+
+
+class PreparedImages(Sequence):
+    """The prepared images of some records as a sequence of (size, size, 3) uint8 arrays: what a task's
+    ``predict`` accepts in place of file paths (no decoding, the pixels training saw)."""
+
+    def __init__(self, records: Sequence[dict]):
+        self.store = ArrayStore(records) if records else None
+        self.n = len(records)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return list(self.store.take(list(range(self.n))[index]).numpy()) if self.store else []
+        if not -self.n <= index < self.n:
+            raise IndexError(index)
+        return self.store.take([index % self.n])[0].numpy()
+
+
+def image_of(record: dict) -> np.ndarray | str:
+    """A record's image for display: its prepared pixels, or (new images) the source file."""
+    if "arrays" in record and "row" in record:
+        return PreparedImages([record])[0]
+    return record["source"]

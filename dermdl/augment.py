@@ -3,7 +3,7 @@
 Dermoscopy has no canonical orientation, so every sample gets one of the 8 flips/90° turns (nearly
 free: memory moves); a rotation within ±``max_rotate`` on top makes every angle equally likely.
 Rotation and zoom are one ``grid_sample`` per batch (free on a GPU, ~2% of a CPU step at 128 px);
-lighting is two multiplies. Random numbers come from torch's global CPU generator, so a seeded run is
+lighting and colour (per-channel gains, saturation) are a few multiplies. Random numbers come from torch's global CPU generator, so a seeded run is
 reproducible and a resumed run (which restores that generator) continues identically.
 """
 
@@ -22,6 +22,7 @@ class Augmentation:
     max_rotate: float = 0.0  # degrees, on top of the dihedral views
     max_zoom: float = 1.0  # zoom in by a factor in [1, max_zoom]
     max_lighting: float = 0.0  # brightness and contrast factors in [1 - l, 1 + l]
+    max_color: float = 0.0  # per-channel gains and saturation in [1 - c, 1 + c] (white balance, camera)
     boxes: bool = False  # detection: only transforms boxes follow exactly (dihedral, lighting)
 
     @property
@@ -78,6 +79,16 @@ def _lighting(images: torch.Tensor, strength: float) -> torch.Tensor:
     return ((images - mean) * contrast + mean * gain).clamp_(0, 1)
 
 
+def _color(images: torch.Tensor, strength: float) -> torch.Tensor:
+    """Another camera or light: per-channel gains (a colour cast), then more or less saturation."""
+    n = images.shape[0]
+    gains = (1 + (torch.rand(n, 3, 1, 1) * 2 - 1) * strength).to(images.device, images.dtype)
+    saturation = (1 + (torch.rand(n, 1, 1, 1) * 2 - 1) * strength).to(images.device, images.dtype)
+    images = images * gains
+    grey = images.mean(dim=1, keepdim=True)
+    return (grey + (images - grey) * saturation).clamp_(0, 1)
+
+
 def augment_batch(images: torch.Tensor, aug: Augmentation, masks: torch.Tensor | None = None,
                   boxes: list[torch.Tensor] | None = None):
     """(images in [0, 1], masks, boxes) augmented; masks (N, H, W) and boxes (xyxy per image) follow."""
@@ -92,4 +103,6 @@ def augment_batch(images: torch.Tensor, aug: Augmentation, masks: torch.Tensor |
         images, masks = _affine(images, masks, aug)
     if aug.max_lighting > 0:
         images = _lighting(images, aug.max_lighting)
+    if aug.max_color > 0:
+        images = _color(images, aug.max_color)
     return images, masks, boxes

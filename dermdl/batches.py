@@ -27,7 +27,7 @@ def augmentation(train: Any, boxes: bool = False) -> Augmentation | None:
     if not train.augment:
         return None
     return Augmentation(dihedral=True, max_rotate=train.max_rotate, max_zoom=train.max_zoom,
-                        max_lighting=train.max_lighting, boxes=boxes)
+                        max_lighting=train.max_lighting, max_color=train.max_color, boxes=boxes)
 
 
 class Labels:
@@ -111,11 +111,12 @@ class ArrayLoader:
 
     def __init__(self, records: Sequence[dict], targets: Labels, bs: int, input_size: int,
                  norm: tuple[Sequence[float], Sequence[float]] | None, shuffle: bool = False,
-                 aug: Augmentation | None = None):
+                 aug: Augmentation | None = None, channels_last: bool = False):
         self.images = ArrayStore(records, IMAGES)
         self.dataset = self.images  # fastai/DDP helpers ask len(dl.dataset)
         self.targets, self.bs, self.input_size, self.shuffle, self.aug = targets, bs, input_size, shuffle, aug
         self.n = len(records)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.norm = None if norm is None else tuple(torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in norm)
         self.device = torch.device("cpu")
         self.rng = random.Random(random.randint(0, 2**32 - 1))  # drawn like fastai's: seeded runs repeat
@@ -163,7 +164,7 @@ class ArrayLoader:
             x, y = self.targets.augment(x, y, self.aug)
         if self.norm is not None:
             x = (x - self.norm[0]) / self.norm[1]
-        return x.contiguous(), y
+        return x.contiguous(memory_format=self.memory_format), y
 
 
 def array_dataloaders(train: Sequence[dict], valid: Sequence[dict], targets: type | Any, params: Any,
@@ -172,6 +173,8 @@ def array_dataloaders(train: Sequence[dict], valid: Sequence[dict], targets: typ
     from fastai.data.core import DataLoaders
 
     t = params.train
-    train_dl = ArrayLoader(train, targets(train, **target_args), t.bs, t.input_size, norm, shuffle=True, aug=aug)
-    valid_dl = ArrayLoader(valid, targets(valid, **target_args), t.bs, t.input_size, norm)
+    train_dl = ArrayLoader(train, targets(train, **target_args), t.bs, t.input_size, norm, shuffle=True, aug=aug,
+                           channels_last=t.channels_last)
+    valid_dl = ArrayLoader(valid, targets(valid, **target_args), t.bs, t.input_size, norm,
+                           channels_last=t.channels_last)
     return DataLoaders(train_dl, valid_dl)

@@ -29,12 +29,12 @@ class EpochLogger(Callback):
 
     order = 60  # after the Recorder has written the epoch's values
 
-    def __init__(self, live: Any, writer: Any, phase: str, step: list[int], skip: int = 0):
-        self.live, self.writer, self.phase, self.step, self.skip = live, writer, phase, step, skip
+    def __init__(self, log: Any, phase: str, skip: int = 0):
+        self.log, self.phase, self.skip = log, phase, skip
 
     def after_batch(self) -> None:
         if self.training and not hasattr(self.learn, "lr_finder") and self.epoch >= self.skip:
-            self.writer.add_scalar("train/batch_loss", float(self.learn.smooth_loss), self.learn.train_iter)
+            self.log.batch_loss(float(self.learn.smooth_loss), self.learn.train_iter)
 
     def after_epoch(self) -> None:
         if self.epoch < self.skip:  # fast-forwarded on resume: done before the interruption
@@ -47,12 +47,11 @@ class EpochLogger(Callback):
             # per-component losses) also train_<metric> / valid_<metric>.
             prefix, _, rest = name.partition("_")
             key = f"{prefix}/{rest}" if prefix in ("train", "valid") and rest else f"valid/{name}"
-            self.live.log_metric(key, float(value))
-            self.writer.add_scalar(key, float(value), self.step[0])
-        self.live.log_metric("frozen", int(self.phase.endswith("frozen") and not self.phase.endswith("unfrozen")))
-        self.live.log_metric("lr", float(self.learn.opt.hypers[-1]["lr"]))
-        self.live.next_step()
-        self.step[0] += 1
+            self.log.log(key, float(value))
+        frozen = self.phase.endswith("frozen") and not self.phase.endswith("unfrozen")
+        self.log.log("frozen", int(frozen), tensorboard=False)
+        self.log.log("lr", float(self.learn.opt.hypers[-1]["lr"]), tensorboard=False)
+        self.log.next_step()
 
 
 class Monitor(TrackerCallback):

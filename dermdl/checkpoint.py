@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +105,43 @@ def load_optimizer_state(opt: Any, state: dict) -> None:
     opt.load_state_dict({"state": list(state["state"]), "hypers": L(state["hypers"])})
 
 
+@dataclass
+class Position:
+    """Where a run stands (counters, weights, every generator): what both kinds of checkpoint hold."""
+
+    epochs_done: int  # over the whole run, fast-forwarded ones included
+    step: int  # the run log's step (one per epoch and per self-training round)
+    lr: float  # train.lr, or the LR finder's suggestion
+    tune: int  # schedules run so far (a monitor state belongs to one)
+    model: dict
+    rng: dict
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict(): it deep-copies tensors
+
+    @classmethod
+    def from_dict(cls, state: dict) -> Any:
+        return cls(**{f.name: state[f.name] for f in fields(cls)})
+
+
+@dataclass
+class EpochState(Position):
+    """After an epoch (``last.pt``): also the optimiser, the monitor/plateau progress, fastai's smoothed loss."""
+
+    opt: dict
+    monitor: dict | None
+    plateau: dict | None
+    smooth_loss: list
+
+
+@dataclass
+class RoundState(Position):
+    """After a self-training round (``round.pt``): the teacher is ``model``; ``rows`` its test metrics so far."""
+
+    round: int
+    rows: list
+
+
 class Checkpoints:
     """Where a run's checkpoint lives; loads a matching one, saves one per epoch, clears on success."""
 
@@ -120,17 +158,17 @@ class Checkpoints:
             return None
         return state
 
-    def load(self) -> dict | None:
+    def load(self) -> EpochState | None:
         state = self._read(CHECKPOINT)
         if state:
             print(f"train: resuming from {self.folder / CHECKPOINT} after epoch {state['epochs_done']}")
-        return state
+        return EpochState.from_dict(state) if state else None
 
-    def load_round(self) -> dict | None:
+    def load_round(self) -> RoundState | None:
         state = self._read(ROUND)
         if state:
             print(f"train: self-training resumes after round {state['round']} ({self.folder / ROUND})")
-        return state
+        return RoundState.from_dict(state) if state else None
 
     def _write(self, name: str, state: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -138,11 +176,11 @@ class Checkpoints:
         with atomic_file(self.folder / name) as tmp:
             torch.save(plain({**state, "key": self.key}), tmp)
 
-    def save(self, state: dict) -> None:
-        self._write(CHECKPOINT, state)
+    def save(self, state: EpochState) -> None:
+        self._write(CHECKPOINT, state.to_dict())
 
-    def save_round(self, state: dict) -> None:
-        self._write(ROUND, state)
+    def save_round(self, state: RoundState) -> None:
+        self._write(ROUND, state.to_dict())
 
     def finish(self) -> None:
         """Training completed: a later run must start fresh, not resume."""

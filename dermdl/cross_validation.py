@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from dermdl.arrays import PreparedImages
 from dermdl.evaluate import format_value
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.params import Params
@@ -88,7 +89,7 @@ def cross_validate(task: Task, params: Params, records: list[dict], classes: lis
             print(f"train: cross-validation fold {index + 1}/{k}: {len(train)} training, {len(valid)} held-out images")
             model, config = _fold(task, params, train, valid, classes, work, weak)
             shutil.copytree(work, fold_dir, ignore=shutil.ignore_patterns("checkpoint", "model", "done.json"))
-            preds = task.predict(model, config, [Path(r["abspath"]) for r in valid], params.infer.bs,
+            preds = task.predict(model, config, PreparedImages(valid), params.infer.bs,
                                  params.infer.tta)
             task.write_predictions(valid, preds, config, fold_dir / "predictions", "held_out")
             per_fold_full.append(task.analyze(fold_dir / "predictions", "held_out", config, params, fold_dir / "plots"))

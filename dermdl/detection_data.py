@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from dermdl.images import open_rgb
-from dermdl.prepare import PNG_LEVEL, Geometry, geometry, resize
+from dermdl.arrays import PIXELS
+from dermdl.prepare import Geometry, geometry, prepare_image, resize
 
 def box_to_prepared(bbox: list[float], geo: Geometry) -> list[float] | None:
     """COCO ``[x, y, w, h]`` (original pixels) -> ``[x0, y0, x1, y1]`` in the prepared square, clipped
@@ -76,17 +76,13 @@ def rle_to_prepared(rle: dict, geo: Geometry, policy: str) -> dict | None:
     return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
 
 
-def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str) -> dict[str, Any]:
-    """Resize one image and map its annotations; the record is what train/infer/analyze read."""
+def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str,
+                 color_constancy: str = "none") -> dict[str, Any]:
+    """Resize one image and map its annotations; the record is what train/infer/analyze read (its
+    ``pixels`` go into the dataset's array)."""
     info = json.loads(target)
-    suffix = Path(relative).suffix
-    dst_rel = relative if suffix.lower() == ".png" else f"{relative}.png"  # a.jpg and a.png must not collide
-    image = open_rgb(source)
-    width, height = image.size
+    width, height, pixels = prepare_image(source, size, policy, color_constancy)
     geo = geometry(width, height, size, policy)
-    dst = dst_root / dst_rel
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    resize(image, size, policy).save(dst, format="PNG", compress_level=PNG_LEVEL)
     objects, dropped = [], 0
     for ann in info["annotations"]:
         box = box_to_prepared(ann["bbox"], geo)
@@ -100,9 +96,9 @@ def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size:
             seg = polygons_to_prepared(seg, geo)
         objects.append({"bbox": box, "category": ann["category"], "iscrowd": ann["iscrowd"], "segmentation": seg})
     return {
-        "path": dst_rel, "source": relative, "source_abspath": str(Path(source).resolve()), "target": objects,
+        "path": relative, "source": relative, "source_abspath": str(Path(source).resolve()), "target": objects,
         "width": width, "height": height, "image": info["image"], "annotations": info["annotations"],
-        "category_ids": info["category_ids"], "geometry": asdict(geo), "dropped": dropped,
+        "category_ids": info["category_ids"], "geometry": asdict(geo), "dropped": dropped, PIXELS: pixels,
     }
 
 

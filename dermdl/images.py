@@ -199,6 +199,13 @@ def open_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Ima
     return _to_rgb(_open_decoded(path, max_pixels), Path(path))
 
 
+def as_rgb(item: str | os.PathLike | np.ndarray) -> Image.Image:
+    """An image file (opened with every check of :func:`open_rgb`) or prepared uint8 RGB pixels."""
+    if isinstance(item, np.ndarray):
+        return Image.fromarray(item, "RGB")
+    return open_rgb(item)
+
+
 def check_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> ImageError | None:
     """Same checks as :func:`open_rgb` (full decode + conversion), returned instead of raised."""
     try:

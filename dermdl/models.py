@@ -67,6 +67,7 @@ class ModelConfig:
     std: list[float]
     preprocess_size: int
     resize: str
+    color_constancy: str = "none"  # preprocess.color_constancy: applied to every new image before resizing
     dermdl_version: str = dermdl.__version__
     extra: dict[str, Any] = field(default_factory=dict)
 

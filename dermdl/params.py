@@ -71,6 +71,8 @@ class PreprocessParams(_Section):
     size: int = Field(128, ge=8, le=4096)
     resize: Literal["squish", "pad", "crop"] = "squish"
     workers: int = Field(2, ge=1, le=256)
+    # Shades of Gray white balance before resizing (dermdl.color), at preprocess and predict time alike
+    color_constancy: Literal["none", "shades_of_gray"] = "none"
 
 
 class TrainParams(_Section):
@@ -92,6 +94,7 @@ class TrainParams(_Section):
     max_rotate: float = Field(45.0, ge=0, le=180)  # degrees on top of the 90° turns (45: every angle)
     max_zoom: float = Field(1.15, ge=1, le=4)
     max_lighting: float = Field(0.2, ge=0, lt=1)  # brightness/contrast factors in [1 - x, 1 + x]
+    max_color: float = Field(0.0, ge=0, lt=1)  # per-channel gains and saturation in [1 - x, 1 + x]
     exp_name: str = "dermdl"
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adamw"
     wd: float = Field(0.01, ge=0)
@@ -116,7 +119,7 @@ class TrainParams(_Section):
     progressive_resizing: tuple[float, ...] = ()  # e.g. [0.5, 1.0]: the schedule once per size factor
     mixup: float = Field(0.0, ge=0)  # MixUp alpha; 0 = off
     oversample: bool = False  # draw training images with class-balanced probabilities
-    # Hardware: mixed precision and channels_last apply on CUDA only (CPU trains in fp32).
+    # Hardware: mixed precision applies on CUDA only (CPU trains in fp32); channels_last everywhere.
     mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
     # Data-parallel: torchrun = the train stage launches itself under torchrun with nproc processes.

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,7 @@ def _fingerprint(params: Params, items: list) -> str:
 
     settings = {"format": FORMAT, "task": params.task, "root": str(Path(params.data.root).resolve()),
                 "datasets": _all_datasets(params), "size": params.preprocess.size, "resize": params.preprocess.resize,
+                "color_constancy": params.preprocess.color_constancy,
                 "segmentation": [params.segmentation.codes, params.segmentation.value_map()],
                 "clip_boxes": params.detection.clip_boxes}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -96,8 +98,8 @@ def _file_identity(value: Any) -> str:
 def preprocess(params: Params) -> dict[str, Any]:
     """Resize every image of every named dataset into ``out/prepared`` (PNGs + one uint8 array per
     dataset) and write its manifest; does nothing when the sources and settings are unchanged."""
-    from dermdl.arrays import write_arrays
-    from dermdl.prepare import run_parallel
+    from dermdl.arrays import ImageRows, write_targets
+    from dermdl.prepare import iterate_parallel
 
     task = get_task(params.task)
     root = Path(params.data.root)
@@ -114,16 +116,22 @@ def preprocess(params: Params) -> dict[str, Any]:
             return manifest
     with atomic_dir(target) as tmp:
         jobs = [
-            (item.path, item.path.relative_to(root).as_posix(), item.target, tmp, params.preprocess.size, params.preprocess.resize)
+            (item.path, item.path.relative_to(root).as_posix(), item.target, tmp, params.preprocess.size,
+             params.preprocess.resize, params.preprocess.color_constancy)
             for item in items
         ]
-        records = run_parallel(task.prepare_item, jobs, params.preprocess.workers)
-        datasets: dict[str, list[dict]] = {name: [] for name in _all_datasets(params)}
-        for item, record in zip(items, records):
-            datasets[item.dataset].append(record)
+        counts = Counter(item.dataset for item in items)
+        rows = {name: ImageRows(tmp, name, counts[name], params.preprocess.size) for name in _all_datasets(params)}
+        datasets: dict[str, list[dict]] = {name: [] for name in rows}
+        # streamed: each record's pixels go into its dataset's array as it arrives, so memory stays flat
+        for item, record in zip(items, iterate_parallel(task.prepare_item, jobs, params.preprocess.workers)):
+            datasets[item.dataset].append(rows[item.dataset].add(record))
+        target_map = task.target_array(params)
         for name, dataset_records in datasets.items():
-            write_arrays(tmp, name, dataset_records, params.preprocess.size, params.preprocess.workers,
-                         task.target_array(params))
+            rows[name].close()
+            if target_map is not None:
+                write_targets(tmp, name, dataset_records, params.preprocess.size, params.preprocess.workers,
+                              target_map)
         manifest = {
             "fingerprint": fingerprint,
             "task": params.task,
@@ -134,7 +142,7 @@ def preprocess(params: Params) -> dict[str, Any]:
             "datasets": datasets,
         }
         atomic_write_json(tmp / MANIFEST, manifest)
-    print(f"preprocess: {len(records)} images -> {target} ({params.preprocess.size}px, {params.preprocess.resize})")
+    print(f"preprocess: {len(items)} images -> {params.out / 'prepared'} ({params.preprocess.size}px, {params.preprocess.resize})")
     return manifest
 
 
@@ -151,7 +159,6 @@ def load_manifest(params: Params) -> dict[str, Any]:
             if "row" not in record:
                 raise StageError(f"{path}: prepared by an older dermdl (no image arrays); "
                                  "re-run the preprocess stage (`dvc repro preprocess`)")
-            record["abspath"] = str(path.parent / record["path"])
             record["dataset"] = dataset
             record["arrays"] = arrays
     return manifest
@@ -194,10 +201,12 @@ def _split(params: Params, sl_train: list[dict]) -> tuple[list[dict], list[dict]
 
 def predict_tests(task, model, config, params: Params, manifest: dict, dest: Path) -> dict[str, Path]:
     """Predictions of every test set into ``dest``; returns name -> file written."""
+    from dermdl.arrays import PreparedImages
+
     written = {}
     for name in params.data.sl_tests:
         records = _records(manifest, (name,))
-        preds = task.predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs,
+        preds = task.predict(model, config, PreparedImages(records), params.infer.bs,
                              params.infer.tta)
         written[name] = task.write_predictions(records, preds, config, dest, name)
     return written

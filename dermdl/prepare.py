@@ -1,4 +1,4 @@
-"""Resize every image once into a prepared copy that mirrors the source layout.
+"""Resize every image once into the prepared arrays (dermdl.arrays).
 
 Decoding and resizing full-resolution clinical photos every epoch dominates CPU training time, so
 the preprocess stage does it once, in parallel worker processes. Source data is only ever read.
@@ -7,16 +7,18 @@ the preprocess stage does it once, in parallel worker processes. Source data is 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageOps
 
+from dermdl import color
 from dermdl.images import open_rgb
 
-PNG_LEVEL = 1  # prepared PNGs: zlib level 1 encodes 5x faster than the default 6 (lossless either way)
+PNG_LEVEL = 1  # prepared mask PNGs: zlib level 1 encodes 5x faster than the default 6 (lossless either way)
 _RESAMPLE = {"image": Image.Resampling.BICUBIC, "mask": Image.Resampling.NEAREST}
 
 
@@ -67,18 +69,32 @@ def resize(image: Image.Image, size: int, policy: str, kind: str = "image") -> I
     raise ValueError(f"unknown resize policy {policy!r}; use squish, pad or crop")
 
 
-def prepare_image(src: Path, dst: Path, size: int, policy: str) -> tuple[int, int]:
-    """Decode (EXIF-transposed, RGB), resize and write one image as PNG; return the original size."""
-    image = open_rgb(src)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    resize(image, size, policy).save(dst, format="PNG", compress_level=PNG_LEVEL)
-    return image.size
+def open_source(item: str | os.PathLike | np.ndarray, color_constancy: str = "none") -> Image.Image:
+    """An image as the model's preparation starts from it: a file is decoded (EXIF-transposed, RGB)
+    and colour-corrected (``preprocess.color_constancy``); prepared pixels are already both."""
+    if isinstance(item, np.ndarray):
+        return Image.fromarray(item, "RGB")
+    return color.apply(open_rgb(item), color_constancy)
+
+
+def prepare_image(src: Path, size: int, policy: str, color_constancy: str = "none") -> tuple[int, int, np.ndarray]:
+    """Decode, colour-correct and resize one image; (original width, height, uint8 pixels).
+
+    The pixels go into the dataset's array (dermdl.arrays), not into a file of their own."""
+    image = open_source(src, color_constancy)
+    return (*image.size, np.asarray(resize(image, size, policy)))
 
 
 def run_parallel(job: Callable, args: Sequence[tuple], workers: int) -> list:
     """Map ``job`` over ``args`` in worker processes (in-process when workers == 1, for debuggers)."""
+    return list(iterate_parallel(job, args, workers))
+
+
+def iterate_parallel(job: Callable, args: Sequence[tuple], workers: int) -> Iterator:
+    """Results of ``job`` over ``args`` in order, as they arrive from the worker processes."""
     if workers <= 1 or len(args) < 2:
-        return [job(*a) for a in args]
+        yield from (job(*a) for a in args)
+        return
     workers = min(workers, os.cpu_count() or 1, len(args))
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(job, *zip(*args), chunksize=max(1, len(args) // (workers * 8))))
+        yield from pool.map(job, *zip(*args), chunksize=max(1, min(64, len(args) // (workers * 8))))

@@ -34,10 +34,8 @@ def _score_round(session, model: Any, round_index: int, evaluate: Callable | Non
     row = {"round": round_index, "tests": {name: overall_values(m) for name, m in tests.items()}}
     for name, values in row["tests"].items():
         for metric, value in values.items():
-            session.live.log_metric(f"round/{name}/{metric}", value)
-            session.writer.add_scalar(f"round/{name}/{metric}", value, round_index)
-    session.live.next_step()
-    session.step[0] += 1
+            session.log.log(f"round/{name}/{metric}", value, tensorboard_step=round_index)
+    session.log.next_step()
     return row
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,12 +13,13 @@ import torch
 from PIL import Image
 
 from dermdl import pipeline
-from dermdl.arrays import IMAGES, TARGETS, ArrayStore
+from dermdl.arrays import IMAGES, TARGETS, ArrayStore, PreparedImages
 from dermdl.augment import Augmentation, augment_batch, dihedral, dihedral_boxes
-from dermdl.batches import ArrayLoader, Labels, Masks
+from dermdl.batches import ArrayLoader, Labels
 from dermdl.demo import generate_demo
 from dermdl.inference import view
 from dermdl.params import params_from_dict
+from dermdl.prepare import prepare_image
 from dermdl.schedule import Phase, fit_plan, phases
 
 
@@ -47,31 +49,35 @@ def prepared(demo):
     return out
 
 
+def _prepared_again(params, record) -> np.ndarray:
+    return prepare_image(Path(params.data.root) / record["source"], 32, "squish")[2]
+
+
 @pytest.mark.parametrize("task", ["classification", "segmentation"])
 def test_arrays_hold_the_prepared_pixels(prepared, task):
-    _, manifest = prepared[task]
+    params, manifest = prepared[task]
     records = manifest["datasets"]["sl_train"]
     store = ArrayStore(records)
     got = store.take(list(range(len(records)))).numpy()
-    want = np.stack([np.asarray(Image.open(r["abspath"]).convert("RGB")) for r in records])
+    want = np.stack([_prepared_again(params, r) for r in records])
     assert np.array_equal(got, want)
+    assert np.array_equal(np.stack(PreparedImages(records)[1:3]), want[1:3])  # what predict reads
 
 
 def test_mask_arrays_hold_class_ids(prepared):
     params, manifest = prepared["segmentation"]
     records = manifest["datasets"]["sl_train"]
     masks = ArrayStore(records, TARGETS).take(list(range(len(records)))).numpy()
-    stored = np.stack([np.asarray(Image.open(pipeline.load_manifest(params)["datasets"]["sl_train"][i]["abspath"]
-                                             .replace("/images/", "/masks/"))) for i in range(len(records))])
+    stored = np.stack([np.asarray(Image.open(params.out / "prepared" / r["target"])) for r in records])
     assert set(np.unique(masks)) <= {0, 1} and np.array_equal(masks, (stored == 255).astype(np.uint8))
 
 
 def test_store_gathers_across_datasets(prepared):
-    _, manifest = prepared["classification"]
+    params, manifest = prepared["classification"]
     train, test = manifest["datasets"]["sl_train"], manifest["datasets"]["sl_test"]
     store = ArrayStore([test[0], train[1], test[1]])
     got = store.take([2, 0, 1]).numpy()
-    want = [np.asarray(Image.open(r["abspath"]).convert("RGB")) for r in (test[1], test[0], train[1])]
+    want = [_prepared_again(params, r) for r in (test[1], test[0], train[1])]
     assert np.array_equal(got, np.stack(want))
 
 

@@ -67,6 +67,18 @@ def test_repro_writes_every_output(project):
     assert not list((repo / "data" / "demo").rglob("manifest.json"))
 
 
+def test_train_json_reports_the_speed_of_each_phase(project):
+    repo, _env, result = project
+    summary = json.loads((repo / "outputs" / "model" / "train.json").read_text())
+    assert [p["phase"] for p in summary["phases"]] == ["frozen", "unfrozen"]
+    for phase in summary["phases"]:
+        assert phase["epochs"] == 1 and phase["images"] > 0 and phase["images_per_second"] > 0
+        assert 0 < phase["data_loading_share"] < 1
+    assert summary["train_images_per_second"] > 0 and 0 < summary["data_loading_share"] < 1
+    assert "train: phase frozen - epochs 1-1 of 1, body frozen" in result.stdout
+    assert "train: phase unfrozen - epochs 1-1 of 1, all layers" in result.stdout
+
+
 def test_dvc_metrics_plots_and_experiments(project):
     repo, env, _ = project
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo, env).stdout)

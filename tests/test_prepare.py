@@ -14,10 +14,9 @@ POLICIES = ["squish", "pad", "crop"]
 def test_output_is_square_rgb(tmp_path, policy, src_size):
     src = tmp_path / "in.jpg"
     Image.new("RGB", src_size, (200, 120, 90)).save(src)
-    dst = tmp_path / "out" / "in.png"
-    assert prepare_image(src, dst, 48, policy) == src_size
-    out = Image.open(dst)
-    assert out.size == (48, 48) and out.mode == "RGB"
+    width, height, pixels = prepare_image(src, 48, policy)
+    assert (width, height) == src_size
+    assert pixels.shape == (48, 48, 3) and pixels.dtype == np.uint8
 
 
 @pytest.mark.parametrize("policy", POLICIES)
@@ -46,7 +45,7 @@ def test_source_is_never_modified(tmp_path):
     src = tmp_path / "photo.png"
     Image.new("RGB", (80, 60), (10, 20, 30)).save(src)
     before = (src.read_bytes(), src.stat().st_mtime_ns)
-    prepare_image(src, tmp_path / "prepared" / "photo.png", 32, "pad")
+    prepare_image(src, 32, "pad")
     assert (src.read_bytes(), src.stat().st_mtime_ns) == before
 
 

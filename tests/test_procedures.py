@@ -60,8 +60,7 @@ def test_self_training_scores_every_round(demo, task, metric, weak):
 
 
 def test_pseudo_labels_are_the_teachers_predictions(demo):
-    from pathlib import Path
-
+    from dermdl.arrays import PreparedImages
     from dermdl.models import load_model
     from dermdl.tasks import get_task
 
@@ -69,7 +68,7 @@ def test_pseudo_labels_are_the_teachers_predictions(demo):
     model, config = load_model(out / "model")
     task = get_task("classification")
     weak = pipeline.load_manifest(params_from_dict({"out_dir": str(out)}))["datasets"]["wl_train"]
-    probs = task.predict(model, config, [Path(r["abspath"]) for r in weak], 8)
+    probs = task.predict(model, config, PreparedImages(weak), 8)
     pseudo = task.pseudo_label(model, config, weak, params_from_dict({}), out)
     assert [r["target"] for r in pseudo] == [config.classes[i] for i in probs.argmax(1)]
     assert [r["path"] for r in pseudo] == [r["path"] for r in weak]

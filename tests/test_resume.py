@@ -155,9 +155,11 @@ def test_checkpoint_of_other_parameters_is_not_resumed(base, capsys):
     pipeline.train(params)
     first, _ = _result(params.out)
     # a stale checkpoint from another learning rate must be ignored, not continued
-    from dermdl.checkpoint import Checkpoints
+    from dermdl.checkpoint import Checkpoints, EpochState
 
-    Checkpoints(params.out, "some-other-run").save({"epochs_done": 1, "step": 1, "lr": 1.0})
+    Checkpoints(params.out, "some-other-run").save(EpochState(
+        epochs_done=1, step=1, lr=1.0, tune=1, model={}, rng={}, opt={}, monitor=None, plateau=None,
+        smooth_loss=[0, 0.0]))
     pipeline.train(params)
     again, _ = _result(params.out)
     assert "from other parameters or data" in capsys.readouterr().out

@@ -53,7 +53,7 @@ def _prepare(tmp_path: Path, name: str, image: Image.Image, mask: Image.Image, s
     prepared = tmp_path / "prepared"
     record = prepare_item(src / "images" / "x.png", f"{name}/images/x.png", str(src / "masks" / "x.png"),
                           prepared, size, policy)
-    return record | {"abspath": str(prepared / record["path"]), "dataset": name}
+    return record | {"arrays": str(prepared / name / "arrays"), "dataset": name}
 
 
 def test_0_255_0_1_and_palette_masks_give_identical_targets(tmp_path):
@@ -157,7 +157,7 @@ def test_mask_and_image_stay_aligned_under_every_resize_policy(tmp_path, policy,
     lesion = _blobs(width, height)
     image = Image.fromarray(np.repeat(np.where(lesion, 255, 0).astype(np.uint8)[..., None], 3, axis=2))
     record = _prepare(tmp_path, "ds", image, Image.fromarray(np.where(lesion, 255, 0).astype(np.uint8)), 48, policy)
-    prepared_image = np.asarray(Image.open(record["abspath"]).convert("L")) > 127
+    prepared_image = np.asarray(Image.fromarray(record["pixels"]).convert("L")) > 127
     prepared_mask = open_mask(tmp_path / "prepared" / record["target"]) == 255
     assert prepared_image.shape == prepared_mask.shape == (48, 48)
     assert (record["width"], record["height"]) == (width, height)

@@ -40,8 +40,9 @@ class Task:
     """The explicit interface a task provides to the shared core (plain functions, no inheritance).
 
     - ``scan(params, datasets, check_images)`` -> (items, classes, Report) for the task's layout
-    - ``prepare_item(source, relative, target, dst_root, size, policy)`` -> manifest record (JSON-able
-      dict with at least ``path``, ``source``, ``target``; ``stratum`` when splits should stratify)
+    - ``prepare_item(source, relative, target, dst_root, size, policy, color_constancy)`` -> manifest record
+      (JSON-able dict with at least ``path`` (a unique name), ``source``, ``target``; ``stratum`` when splits
+      should stratify) plus ``pixels``, the prepared uint8 image that preprocess moves into the arrays
     - ``target_array(params)`` -> None, or a picklable ``f(record) -> (size, size) uint8`` class-id map that
       preprocess stacks into ``targets.npy`` beside the images (spatial targets: masks)
     - ``dataloaders(train_records, valid_records, classes, params, norm)`` -> fastai DataLoaders

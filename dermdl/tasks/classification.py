@@ -11,21 +11,22 @@ import pandas as pd
 import torch
 
 from dermdl import evaluate, plots
-from dermdl.images import open_rgb
+from dermdl.arrays import PIXELS, PreparedImages
 from dermdl.inference import softmax_tta, to_input_tensor
 from dermdl.io import atomic_write_json, atomic_write_text
 from dermdl.layout.folders import scan_classification
 from dermdl.models import ModelConfig, build_classifier
-from dermdl.prepare import prepare_image
+from dermdl.prepare import open_source, prepare_image
 from dermdl.recipe import class_weights, classification_loss
 from dermdl.tasks import Task
 
 
-def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str) -> dict[str, Any]:
-    """Resize one image into the prepared tree; the record is what later stages read."""
-    dst_rel = str(Path(relative).with_suffix(".png"))
-    width, height = prepare_image(source, dst_root / dst_rel, size, policy)
-    return {"path": dst_rel, "source": relative, "target": target, "stratum": target, "width": width, "height": height}
+def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str,
+                 color_constancy: str = "none") -> dict[str, Any]:
+    """Resize one image; the record is what later stages read (``pixels`` go into the dataset's array)."""
+    width, height, pixels = prepare_image(source, size, policy, color_constancy)
+    return {"path": relative, "source": relative, "target": target, "stratum": target, "width": width,
+            "height": height, PIXELS: pixels}
 
 
 def scan(params: Any, datasets: list[str], check_images: bool = True):
@@ -54,12 +55,13 @@ def loss_and_metrics(params: Any, classes: list[str], train_records: list[dict])
 @torch.inference_mode()
 def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 64,
             tta: str = "none") -> np.ndarray:
-    """Class probabilities (n, k) for any images, prepared or raw: the training geometry is re-applied."""
+    """Class probabilities (n, k) for image files or prepared arrays: the training geometry is re-applied."""
     device = next(model.parameters()).device
     model.eval()
     out = []
     for start in range(0, len(paths), bs):
-        batch = torch.stack([to_input_tensor(open_rgb(p), config) for p in paths[start : start + bs]]).to(device)
+        images = [open_source(p, config.color_constancy) for p in paths[start : start + bs]]
+        batch = torch.stack([to_input_tensor(image, config) for image in images]).to(device)
         out.append(softmax_tta(model, batch, tta, spatial=False).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(config.classes)), dtype=np.float32)
 
@@ -67,7 +69,7 @@ def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], 
 def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any,
                  work_dir: Path) -> list[dict]:
     """Self-training: each weakly labelled image gets the teacher's most probable class (hard label)."""
-    probs = predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs, params.infer.tta)
+    probs = predict(model, config, PreparedImages(records), params.infer.bs, params.infer.tta)
     labels = [config.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
     return [{**r, "target": label, "stratum": label} for r, label in zip(records, labels)]
 

@@ -24,12 +24,13 @@ from fastai.learner import Metric
 
 from dermdl import detection_data, detection_metrics, detection_plots
 from dermdl.detection_models import LOSS_KEYS, build_detector, detection_loss, family, splitter
+from dermdl.arrays import PreparedImages
 from dermdl.images import ImageError, open_rgb
 from dermdl.io import atomic_write_json
 from dermdl.layout.coco import scan_coco
 from dermdl.models import ModelConfig
 from dermdl.params import DetectionParams
-from dermdl.prepare import geometry, resize
+from dermdl.prepare import geometry, open_source, resize
 from dermdl.tasks import Task
 
 GALLERY_SIZE = 8
@@ -171,7 +172,7 @@ def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], 
     for start in range(0, len(paths), bs):
         batch, geos = [], []
         for path in paths[start:start + bs]:
-            image = open_rgb(path)
+            image = open_source(path, config.color_constancy)
             geos.append(geometry(image.width, image.height, size, policy))
             batch.append(detection_data.to_tensor(resize(image, size, policy)).to(device))
         for det, geo in zip(model(batch), geos):
@@ -187,7 +188,7 @@ def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[
     """Self-training: the teacher's boxes scoring >= ``detection.score_threshold`` become the targets
     (prepared images are passed, so the boxes are already in prepared coordinates)."""
     threshold = params.detection.score_threshold
-    preds = predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs)
+    preds = predict(model, config, PreparedImages(records), params.infer.bs)
     out = []
     for record, det in zip(records, preds["images"]):
         keep = det["scores"] >= threshold

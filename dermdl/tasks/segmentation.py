@@ -23,13 +23,14 @@ import torch
 from PIL import Image
 
 from dermdl import segmentation_metrics as sm
-from dermdl.images import open_mask, open_rgb
+from dermdl.arrays import PIXELS, PreparedImages, image_of, prepared_root
+from dermdl.images import as_rgb, open_mask, open_rgb
 from dermdl.inference import softmax_tta, to_input_tensor
 from dermdl.io import atomic_file, atomic_write_json, atomic_write_text
 from dermdl.layout.masks import IMAGES, MASKS, scan_segmentation
 from dermdl.masks import ValueMap, panels, resize_probs, to_original, write_png
 from dermdl.models import ModelConfig
-from dermdl.prepare import PNG_LEVEL, prepare_image, resize
+from dermdl.prepare import PNG_LEVEL, open_source, prepare_image, resize
 from dermdl.tasks import Task
 
 FULL_MASKS = "masks_full"
@@ -56,11 +57,12 @@ def scan(params: Any, datasets: list[str], check_images: bool = True):
     return items, list(params.segmentation.codes), report
 
 
-def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str) -> dict[str, Any]:
+def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str,
+                 color_constancy: str = "none") -> dict[str, Any]:
     """Resize an image and its mask (``target``) with the same geometry; keep the full-size mask."""
     rel = Path(relative)
     dataset, stem = rel.parts[0], rel.stem
-    width, height = prepare_image(source, dst_root / dataset / IMAGES / f"{stem}.png", size, policy)
+    width, height, pixels = prepare_image(source, size, policy, color_constancy)
     values = open_mask(target)
     if values.shape != (height, width):
         raise ValueError(f"{target}: mask is {values.shape[1]} x {values.shape[0]} pixels but its image {source} is "
@@ -72,7 +74,7 @@ def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size:
     box = resize(Image.new("L", (width, height), 255), size, policy, kind="mask").getbbox()
     write_png(dst_root / dataset / FULL_MASKS / f"{stem}.png", values, PNG_LEVEL)
     return {
-        "path": f"{dataset}/{IMAGES}/{stem}.png",
+        "path": f"{dataset}/{IMAGES}/{rel.name}",  # a name, not a file: the pixels are in the arrays
         "source": relative,
         "target": f"{dataset}/{MASKS}/{stem}.png",
         "mask_full": f"{dataset}/{FULL_MASKS}/{stem}.png",
@@ -81,13 +83,13 @@ def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size:
         "width": width,
         "height": height,
         "content_box": list(box),
+        PIXELS: pixels,
     }
 
 
 def _prepared(record: dict, key: str) -> Path:
-    """Absolute path of a prepared file named in a manifest record (next to ``abspath``)."""
-    root = Path(record["abspath"]).parents[len(Path(record["path"]).parts) - 1]
-    return root / record[key]
+    """Absolute path of a prepared file named in a manifest record."""
+    return prepared_root(record) / record[key]
 
 
 def prepared_classes(vmap: ValueMap, record: dict) -> np.ndarray:
@@ -159,7 +161,7 @@ def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], 
     model.eval()
     out: list[SegPrediction] = []
     for start in range(0, len(paths), bs):
-        images = [open_rgb(p) for p in paths[start:start + bs]]
+        images = [open_source(p, config.color_constancy) for p in paths[start:start + bs]]
         batch = torch.stack([to_input_tensor(im, config) for im in images]).to(device)
         probs = softmax_tta(model, batch, tta, spatial=True).cpu().numpy().astype(np.float16)
         out += [SegPrediction(p, *im.size) for p, im in zip(probs, images)]
@@ -171,7 +173,7 @@ def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[
     """Self-training: the teacher's mask of each weakly labelled image, written to ``work_dir`` at the
     prepared size in the stored value convention (so it reads back like a real prepared mask)."""
     vmap, size = config_value_map(config), config.preprocess_size
-    preds = predict(model, config, [Path(r["abspath"]) for r in records], params.infer.bs, params.infer.tta)
+    preds = predict(model, config, PreparedImages(records), params.infer.bs, params.infer.tta)
     from dermdl.arrays import TARGETS
 
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -210,8 +212,7 @@ def write_predictions(records: Sequence[dict], preds: Sequence[SegPrediction], c
         labels = probs.argmax(axis=0).astype(np.uint8)
         stem = _unique_stem(record["source"], used)
         write_png(folder / MASKS / f"{stem}.png", vmap.to_stored(labels))
-        image = np.asarray(resize(open_rgb(record.get("abspath") or record["source"]), config.preprocess_size,
-                                  config.resize))
+        image = np.asarray(resize(as_rgb(image_of(record)), config.preprocess_size, config.resize))
         small = resize_probs(pred.probs, config.preprocess_size).argmax(axis=0)
         truth_small = prepared_classes(vmap, record) if "mask_full" in record else None
         write_png(folder / "overlays" / f"{stem}.png", panels(image, small, truth_small))
