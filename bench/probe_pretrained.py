@@ -5,7 +5,7 @@ with PyTorch padding vs ``tf_efficientnet_lite0`` with TF "same" padding) or the
 does not match them, every fine-tune starts from degraded features. A frozen-feature logistic
 regression compares the choices in minutes on CPU.
 
-    python bench/probe_pretrained.py /tmp/ham/classification-v2/prepared --train 1500 --test 1000
+    python bench/probe_pretrained.py /tmp/ham/bench/classification/prepared --train 1500 --test 1000
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
-from dermdl.images import open_rgb
 from dermdl.models import PACKAGED_WEIGHTS, _read_weights, load_backbone_state
 
 NORMS = {"0.5/0.5 (TF)": ([0.5] * 3, [0.5] * 3), "ImageNet mean/std": ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])}
 
 
-def features(arch: str, pretrained: bool, norm, paths: list[Path], size: int) -> np.ndarray:
+def features(arch: str, pretrained: bool, norm, images: np.ndarray, size: int) -> np.ndarray:
     import timm
 
     model = timm.create_model(arch, pretrained=False, num_classes=0).eval()
@@ -36,9 +35,10 @@ def features(arch: str, pretrained: bool, norm, paths: list[Path], size: int) ->
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in norm)
     out = []
     with torch.inference_mode():
-        for start in range(0, len(paths), 64):
-            batch = np.stack([np.asarray(open_rgb(p).resize((size, size))) for p in paths[start:start + 64]])
-            x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 255
+        for start in range(0, len(images), 64):
+            x = torch.from_numpy(np.ascontiguousarray(images[start:start + 64])).permute(0, 3, 1, 2).float() / 255
+            if x.shape[-1] != size:
+                x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
             out.append(model((x - mean) / std).numpy())
     return np.concatenate(out)
 
@@ -55,8 +55,9 @@ def main() -> None:
     sets = {}
     for name, n in (("sl_train", args.train), ("sl_test", args.test)):
         records = manifest["datasets"][name]
-        pick = rng.choice(len(records), min(n, len(records)), replace=False)
-        sets[name] = ([args.prepared / records[i]["path"] for i in pick], [records[i]["target"] for i in pick])
+        pick = np.sort(rng.choice(len(records), min(n, len(records)), replace=False))
+        images = np.load(args.prepared / name / "arrays" / "images.npy", mmap_mode="r")
+        sets[name] = (images[[records[i]["row"] for i in pick]], [records[i]["target"] for i in pick])
     classes = sorted(set(sets["sl_train"][1]))
     for arch, pretrained, norm_name in [("efficientnet_lite0", False, "0.5/0.5 (TF)"),
                                         ("efficientnet_lite0", True, "0.5/0.5 (TF)"),

@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", help="write the predictions here instead of printing them (classification: "
                          "CSV; detection: COCO results JSON, plus overlays/ next to it)")
     predict.add_argument("--bs", type=int, default=32, help="batch size (default: %(default)s)")
-    predict.add_argument("--tta", choices=["none", "flips", "dihedral"], default="none",
+    predict.add_argument("--tta", choices=["auto", "none", "flips", "dihedral"], default="auto",
                          help="test-time augmentation for classification/segmentation: average over 4 flips or "
-                              "8 flips+rotations (default: %(default)s)")
+                              "8 flips+rotations; auto = dihedral, none for detection (default: %(default)s)")
     demo = sub.add_parser("demo-data", help="generate the synthetic demo datasets for all three tasks",
                           description="Generate the synthetic demo datasets (deterministic from the seed).")
     _common(demo)
@@ -213,6 +213,7 @@ def _predict(args: argparse.Namespace) -> int:
     from dermdl.images import is_ignored, is_image_file
     from dermdl.io import atomic_write_text
     from dermdl.models import load_model
+    from dermdl.params import resolved_tta
     from dermdl.tasks import get_task
 
     paths: list[Path] = []
@@ -228,7 +229,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError(f"no images found in {', '.join(args.inputs)}")
     model, config = load_model(args.model)
     task = get_task(config.task)
-    probs = task.predict(model, config, paths, args.bs, args.tta)
+    probs = task.predict(model, config, paths, args.bs, resolved_tta(args.tta, config.task))
     records = [{"source": str(p)} for p in paths]
     if args.out:
         out = Path(args.out)

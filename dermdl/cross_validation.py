@@ -90,7 +90,7 @@ def cross_validate(task: Task, params: Params, records: list[dict], classes: lis
             model, config = _fold(task, params, train, valid, classes, work, weak)
             shutil.copytree(work, fold_dir, ignore=shutil.ignore_patterns("checkpoint", "model", "done.json"))
             preds = task.predict(model, config, PreparedImages(valid), params.infer.bs,
-                                 params.infer.tta)
+                                 params.tta)
             task.write_predictions(valid, preds, config, fold_dir / "predictions", "held_out")
             per_fold_full.append(task.analyze(fold_dir / "predictions", "held_out", config, params, fold_dir / "plots"))
             held_out += valid

@@ -207,7 +207,7 @@ def predict_tests(task, model, config, params: Params, manifest: dict, dest: Pat
     for name in params.data.sl_tests:
         records = _records(manifest, (name,))
         preds = task.predict(model, config, PreparedImages(records), params.infer.bs,
-                             params.infer.tta)
+                             params.tta)
         written[name] = task.write_predictions(records, preds, config, dest, name)
     return written
 
@@ -319,7 +319,7 @@ def infer(params: Params) -> dict[str, Path]:
     with atomic_dir(params.out / "predictions") as tmp:
         written = predict_tests(task, model, config, params, manifest, tmp)
     written = {name: params.out / "predictions" / path.relative_to(tmp) for name, path in written.items()}
-    views = f" (test-time augmentation: {params.infer.tta})" if params.infer.tta != "none" else ""
+    views = f" (test-time augmentation: {params.tta})" if params.tta != "none" else ""
     print(f"infer: predictions for {', '.join(written)} -> {params.out / 'predictions'}{views}")
     return written
 

@@ -14,6 +14,10 @@ BAD_CASES = [
     # (id, raw params, text the error must contain)
     ("unknown-top-key", {"trian": {"lr": 1}}, "trian: unknown key"),
     ("unknown-nested-key", {"train": {"learning_rate": 0.1}}, "train.learning_rate: unknown key"),
+    ("retired-key", {"train": {"workers": 2}}, "train.workers: no longer used — batches are slices"),
+    ("unknown-recipe", {"train": {"recipe": "fast"}}, "train.recipe: 'fast' is not allowed"),
+    ("bad-constancy", {"preprocess": {"color_constancy": "grey"}}, "preprocess.color_constancy: 'grey' is not"),
+    ("zoom-below-one", {"train": {"max_zoom": 0.5}}, "train.max_zoom: Input should be greater than or equal to 1"),
     ("lr-zero", {"train": {"lr": 0}}, "train.lr"),
     ("lr-negative", {"train": {"lr": -1e-3}}, "train.lr"),
     ("bs-zero", {"train": {"bs": 0}}, "train.bs"),

@@ -31,6 +31,7 @@ def _params(root: Path, out: Path, **train):
         "preprocess": {"size": 64, "workers": 1},
         "train": {"input_size": 64, "bs": 8, "fepochs": 1, "epochs": 1} | train,
         "analyze": {"n_boot": 200},
+        "infer": {"tta": "none"},  # plain predictions: the TTA test compares against them
     })
 
 

@@ -86,6 +86,7 @@ def test_dihedral_segmentation_masks_turn_with_the_image(tmp_path):
     ("classification", "dihedral", True),
     ("segmentation", "flips", True),
     ("detection", "none", True),
+    ("detection", "auto", True),
     ("detection", "flips", False),
 ])
 def test_tta_is_checked_against_the_task_when_params_load(task, tta, ok):
@@ -95,6 +96,13 @@ def test_tta_is_checked_against_the_task_when_params_load(task, tta, ok):
     else:
         with pytest.raises(ValueError, match="infer.tta"):
             params_from_dict(raw)
+
+
+@pytest.mark.parametrize("task, tta", [("classification", "dihedral"), ("segmentation", "dihedral"),
+                                       ("detection", "none")])
+def test_auto_tta_is_dihedral_where_the_task_has_it(task, tta):
+    params = params_from_dict({"task": task})
+    assert params.infer.tta == "auto" and params.tta == tta
 
 
 def test_detection_models_refuse_tta():

@@ -34,7 +34,12 @@ def scan(params: Any, datasets: list[str], check_images: bool = True):
 
 
 def build_model(config: ModelConfig, pretrained: bool | str):
-    return build_classifier(config.arch, len(config.classes), pretrained)
+    return build_classifier(config.arch, len(config.classes), pretrained, config.extra.get("head_dropout", 0.5))
+
+
+def config_extra(params: Any) -> dict[str, Any]:
+    """Saved in model.json: the head's dropout (training only, but part of how the model was built)."""
+    return {"head_dropout": params.train.head_dropout}
 
 
 def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], all_params: Any, norm: Any):
@@ -69,7 +74,7 @@ def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], 
 def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any,
                  work_dir: Path) -> list[dict]:
     """Self-training: each weakly labelled image gets the teacher's most probable class (hard label)."""
-    probs = predict(model, config, PreparedImages(records), params.infer.bs, params.infer.tta)
+    probs = predict(model, config, PreparedImages(records), params.infer.bs, params.tta)
     labels = [config.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
     return [{**r, "target": label, "stratum": label} for r, label in zip(records, labels)]
 
@@ -125,4 +130,5 @@ TASK = Task(
     write_predictions=write_predictions,
     analyze=analyze,
     table=evaluate.format_table,
+    config_extra=config_extra,
 )

@@ -173,7 +173,7 @@ def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[
     """Self-training: the teacher's mask of each weakly labelled image, written to ``work_dir`` at the
     prepared size in the stored value convention (so it reads back like a real prepared mask)."""
     vmap, size = config_value_map(config), config.preprocess_size
-    preds = predict(model, config, PreparedImages(records), params.infer.bs, params.infer.tta)
+    preds = predict(model, config, PreparedImages(records), params.infer.bs, params.tta)
     from dermdl.arrays import TARGETS
 
     work_dir.mkdir(parents=True, exist_ok=True)
