@@ -4,7 +4,8 @@ No Learner, no callbacks, no logging, no checkpoints: images already decoded int
 RAM, per-sample flips/transposes with ``torch.where``, ``torch.optim.AdamW`` + ``OneCycleLR``, NHWC
 (channels-last) model and batches as an informed CPU user would write them. The
 model, loss and normalisation are the same objects dermdl builds, so a difference in speed is the
-engine's, not the network's.
+engine's, not the network's. The flips are written out here on purpose rather than imported from
+dermdl.augment: the baseline must not share the code it is measured against.
 """
 
 from __future__ import annotations

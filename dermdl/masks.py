@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import os
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -130,8 +131,13 @@ def panels(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray | None =
     return np.concatenate(row, axis=1)
 
 
-def write_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 6) -> None:
-    """uint8 2-D -> L, uint16 2-D -> I;16, (h, w, 3) uint8 -> RGB; written atomically."""
+def write_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 6, atomic: bool = True) -> None:
+    """uint8 2-D -> L, uint16 2-D -> I;16, (h, w, 3) uint8 -> RGB; written atomically unless the caller
+    writes into a folder that is itself renamed into place when complete (``atomic=False``: no fsync)."""
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=compress_level)
-    atomic_write_bytes(path, buffer.getvalue())
+    if atomic:
+        atomic_write_bytes(path, buffer.getvalue())
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(buffer.getvalue())
