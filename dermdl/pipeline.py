@@ -98,7 +98,7 @@ def _file_identity(value: Any) -> str:
 def preprocess(params: Params) -> dict[str, Any]:
     """Resize every image of every named dataset into ``out/prepared`` (PNGs + one uint8 array per
     dataset) and write its manifest; does nothing when the sources and settings are unchanged."""
-    from dermdl.arrays import ImageRows, write_targets
+    from dermdl.arrays import IMAGES, ImageRows, arrays_dir, write_targets
     from dermdl.prepare import iterate_parallel
 
     task = get_task(params.task)
@@ -111,7 +111,8 @@ def preprocess(params: Params) -> dict[str, Any]:
     previous = target / MANIFEST
     if previous.is_file():
         manifest = json.loads(previous.read_text(encoding="utf-8"))
-        if manifest.get("fingerprint") == fingerprint:
+        complete = all((arrays_dir(target, name) / IMAGES).is_file() for name in manifest.get("datasets", {}))
+        if manifest.get("fingerprint") == fingerprint and complete:
             print(f"preprocess: {len(items)} images up to date in {target} (sources and settings unchanged)")
             return manifest
     with atomic_dir(target) as tmp:

@@ -144,6 +144,10 @@ def test_preprocess_rerun_does_no_work_until_a_source_changes(demo):
     before = (manifest_file.stat().st_mtime_ns, arrays.stat().st_mtime_ns)
     pipeline.preprocess(params)
     assert (manifest_file.stat().st_mtime_ns, arrays.stat().st_mtime_ns) == before
+    arrays.unlink()  # an incomplete prepared folder is redone, whatever its manifest says
+    pipeline.preprocess(params)
+    assert arrays.is_file()
+    before = (manifest_file.stat().st_mtime_ns, arrays.stat().st_mtime_ns)
     source = sorted((demo / "demo" / "classification" / "sl_train").rglob("*.png"))[0]
     stat = source.stat()
     os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a changed file: new mtime
