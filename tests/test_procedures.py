@@ -68,8 +68,9 @@ def test_pseudo_labels_are_the_teachers_predictions(demo):
     model, config = load_model(out / "model")
     task = get_task("classification")
     weak = pipeline.load_manifest(params_from_dict({"out_dir": str(out)}))["datasets"]["wl_train"]
-    probs = task.predict(model, config, PreparedImages(weak), 8)
-    pseudo = task.pseudo_label(model, config, weak, params_from_dict({}), out)
+    params = params_from_dict({})
+    probs = task.predict(model, config, PreparedImages(weak), 8, params.tta)  # the teacher as infer runs it
+    pseudo = task.pseudo_label(model, config, weak, params, out)
     assert [r["target"] for r in pseudo] == [config.classes[i] for i in probs.argmax(1)]
     assert [r["path"] for r in pseudo] == [r["path"] for r in weak]
 
