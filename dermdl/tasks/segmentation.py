@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from dermdl import segmentation_metrics as sm
-from dermdl.arrays import PIXELS, PreparedImages, image_of, prepared_root
+from dermdl.arrays import PIXELS, TARGETS, PreparedImages, image_of, prepared_root
 from dermdl.images import as_rgb, open_mask, open_rgb
 from dermdl.inference import softmax_tta, to_input_tensor
 from dermdl.io import atomic_file, atomic_write_json, atomic_write_text
@@ -171,21 +171,16 @@ def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], 
 
 def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any,
                  work_dir: Path) -> list[dict]:
-    """Self-training: the teacher's mask of each weakly labelled image, written to ``work_dir`` at the
-    prepared size in the stored value convention (so it reads back like a real prepared mask)."""
-    vmap, size = config_value_map(config), config.preprocess_size
+    """Self-training: the teacher's class ids of each weakly labelled image, at the prepared size, in
+    ``work_dir/targets.npy``; the records point training there (``target_arrays``, ``target_row``)."""
+    size = config.preprocess_size
     preds = predict(model, config, PreparedImages(records), params.infer.bs, params.tta)
-    from dermdl.arrays import TARGETS
-
     work_dir.mkdir(parents=True, exist_ok=True)
     labels = np.lib.format.open_memmap(work_dir / TARGETS, mode="w+", dtype=np.uint8, shape=(len(records), size, size))
     out = []
     for index, (record, pred) in enumerate(zip(records, preds)):
         labels[index] = resize_probs(pred.probs, size).argmax(axis=0)
-        path = work_dir / f"{index:06d}.png"
-        write_png(path, vmap.to_stored(labels[index]))
-        out.append({**record, "target": str(path.resolve()), "content_box": [0, 0, size, size],
-                    "target_arrays": str(work_dir), "target_row": index})
+        out.append({**record, "target_arrays": str(work_dir), "target_row": index})
     labels.flush()
     return out
 
