@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dermdl.evaluate import bootstrap_indices, format_value, percentile_ci
+from dermdl.bootstrap import bootstrap_indices, format_value, percentile_ci
 
 #: pycocotools ``stats`` index -> our key; None values mean "undefined" (pycocotools' -1).
 STATS = {"AP": 0, "AP50": 1, "AP75": 2, "AP_small": 3, "AP_medium": 4, "AP_large": 5,

@@ -15,11 +15,12 @@ never NaN, so ``json.dumps(..., allow_nan=False)`` and DVC metrics files work.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from dermdl.bootstrap import bootstrap_indices, format_value, percentile_ci, point_values, with_ci
 
 from dermdl.plots import (
     confusion_records,
@@ -63,16 +64,6 @@ LABELS: dict[str, str] = {
 
 # Bound the (resamples x samples) working arrays to ~32 MB of float64 per chunk.
 _CHUNK_ELEMENTS = 4_000_000
-
-
-def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    """Return ``(n_boot, n)`` sample indices drawn with replacement.
-
-    Exposed separately so tests (and a naive reference loop) can reuse the exact same resamples.
-    """
-    if n < 1 or n_boot < 0:
-        raise ValueError(f"need n >= 1 and n_boot >= 0, got n={n}, n_boot={n_boot}")
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
 
 
 def _validate(y_true: Any, probs: Any, k: int | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -179,31 +170,6 @@ def resample_metrics(y_true: Any, probs: Any, indices: np.ndarray) -> dict[str, 
     return out
 
 
-def percentile_ci(values: np.ndarray, ci: float = 0.95) -> tuple[float | None, float | None]:
-    """Percentile CI over the defined (non-NaN) resample values; (None, None) if there are none."""
-    v = np.asarray(values, dtype=np.float64)
-    v = v[~np.isnan(v)]
-    if v.size == 0:
-        return None, None
-    alpha = (1.0 - ci) / 2.0
-    lo, hi = np.percentile(v, [100.0 * alpha, 100.0 * (1.0 - alpha)])
-    return float(lo), float(hi)
-
-
-def _m(value: float, boot: np.ndarray, ci: float) -> dict[str, float | None]:
-    lo, hi = percentile_ci(boot, ci)
-    return {"value": None if math.isnan(value) else float(value), "lo": lo, "hi": hi}
-
-
-def point_values(tree: Any) -> Any:
-    """Strip CIs for ``dvc metrics``/``exp show`` (the CIs stay in report.json)."""
-    if isinstance(tree, dict):
-        if set(tree) >= {"value", "lo", "hi"}:
-            return tree["value"]
-        return {key: point_values(value) for key, value in tree.items()}
-    return tree
-
-
 def classification_metrics(
     y_true: Any,
     probs: Any,
@@ -231,27 +197,14 @@ def classification_metrics(
     boot = resample_metrics(y, p, idx)
     return {
         "n": int(n),
-        "overall": {m: _m(point[m][0], boot[m], ci) for m in OVERALL_METRICS},
+        "overall": {m: with_ci(point[m][0], boot[m], ci) for m in OVERALL_METRICS},
         "per_class": {
-            cls: {m: _m(point[m][0, c], boot[m][:, c], ci) for m in CLASS_METRICS}
+            cls: {m: with_ci(point[m][0, c], boot[m][:, c], ci) for m in CLASS_METRICS}
             for c, cls in enumerate(classes)
         },
-        "macro": {m: _m(point[f"macro_{m}"][0], boot[f"macro_{m}"], ci) for m in CLASS_METRICS},
+        "macro": {m: with_ci(point[f"macro_{m}"][0], boot[f"macro_{m}"], ci) for m in CLASS_METRICS},
         "bootstrap": {"n_boot": int(len(idx)), "ci": float(ci), "seed": int(seed)},
     }
-
-
-def format_value(m: dict[str, float | None] | float | None, digits: int = 2) -> str:
-    """'0.81 (0.77-0.85)' for a value with CI, '0.81' for a bare number; 'n/a' for undefined values,
-    so no table ever shows 'nan'. Shared by every task's summary table."""
-    if m is None or (isinstance(m, dict) and m.get("value") is None):
-        return "n/a"
-    if not isinstance(m, dict):
-        return f"{m:.{digits}f}"
-    text = f"{m['value']:.{digits}f}"
-    if m.get("lo") is not None and m.get("hi") is not None:
-        text += f" ({m['lo']:.{digits}f}-{m['hi']:.{digits}f})"
-    return text
 
 
 def format_table(metrics: dict[str, Any], title: str = "Classification metrics", digits: int = 2) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from dermdl.evaluate import bootstrap_indices, format_value, percentile_ci
+from dermdl.bootstrap import bootstrap_indices, format_value, with_ci
 
 BINS = 100
 ISIC_THRESHOLD = 0.65
@@ -114,11 +114,6 @@ def resample_metrics(cm: np.ndarray, hist: np.ndarray | None, weights: np.ndarra
     return out
 
 
-def _m(value: float, boot: np.ndarray, ci: float) -> dict[str, float | None]:
-    lo, hi = percentile_ci(boot, ci)
-    return {"value": None if np.isnan(value) else float(value), "lo": lo, "hi": hi}
-
-
 def segmentation_metrics(cm: np.ndarray, hist: np.ndarray | None, classes: Sequence[str], n_boot: int = 1000,
                          ci: float = 0.95, seed: int = 0, indices: np.ndarray | None = None) -> dict[str, Any]:
     """Metrics dict: ``n`` images, ``pixels``, ``overall``, ``per_class`` (values with CIs as
@@ -140,8 +135,8 @@ def segmentation_metrics(cm: np.ndarray, hist: np.ndarray | None, classes: Seque
     return {
         "n": int(n),
         "pixels": int(total.sum()),
-        "overall": {m: _m(point[m][0], boot[m], ci) for m in OVERALL_METRICS},
-        "per_class": {cls: {m: _m(point[m][0, c], boot[m][:, c], ci) for m in CLASS_METRICS}
+        "overall": {m: with_ci(point[m][0], boot[m], ci) for m in OVERALL_METRICS},
+        "per_class": {cls: {m: with_ci(point[m][0, c], boot[m][:, c], ci) for m in CLASS_METRICS}
                       for c, cls in enumerate(classes)},
         "pixel_confusion": {t: {p: int(total[i, j]) for j, p in enumerate(classes)} for i, t in enumerate(classes)},
         "bootstrap": {"n_boot": int(len(idx)), "ci": float(ci), "seed": int(seed)},

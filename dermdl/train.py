@@ -33,7 +33,7 @@ from dermdl.checkpoint import Checkpoints, EpochState, RoundState, fingerprint
 from dermdl.distributed import DataParallel, alone, is_main, no_gather, shard_train_loader, unwrap, world_size
 from dermdl.models import ModelConfig
 from dermdl.params import Params
-from dermdl.recipe import opt_func
+from dermdl.optimizers import opt_func
 from dermdl.runlog import RunLog
 from dermdl.schedule import Phase, fit_plan, phases
 from dermdl.tasks import Task

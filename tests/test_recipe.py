@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from dermdl.params import params_from_dict
-from dermdl.recipe import class_weights, classification_loss, opt_func
+from dermdl.optimizers import opt_func
+from dermdl.recipe import class_weights, classification_loss
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from dermdl.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_image, is_image_file, open_mask
-from dermdl.layout.folders import _entries, dataset_dirs
+from dermdl.layout.datasets import dataset_dirs, list_entries
 from dermdl.layout.items import Item
 from dermdl.layout.report import Report
 
@@ -76,7 +76,7 @@ def _not_empty(path: Path, report: Report) -> bool:
 def _list_images(folder: Path, report: Report) -> tuple[dict[str, Path], set[str]]:
     """(stem -> image, every image stem); sub-folders, non-images and duplicated stems are reported."""
     by_stem: dict[str, list[Path]] = defaultdict(list)
-    for entry in _entries(folder, report) or []:
+    for entry in list_entries(folder, report) or []:
         if entry.is_dir():
             report.add(entry, f"unexpected sub-folder inside {IMAGES}/ (images must sit directly in it)",
                        f"move its images up into {folder}, or {_REMOVE}")
@@ -104,7 +104,7 @@ def _list_masks(folder: Path, report: Report) -> tuple[dict[str, Path], set[str]
     """(stem -> .png mask, stems of non-PNG masks); every other entry is reported."""
     masks: dict[str, list[Path]] = defaultdict(list)
     not_png: set[str] = set()
-    for entry in _entries(folder, report) or []:
+    for entry in list_entries(folder, report) or []:
         if entry.is_dir():
             report.add(entry, f"unexpected sub-folder inside {MASKS}/ (masks must sit directly in it)",
                        f"move its masks up into {folder}, or {_REMOVE}")
@@ -168,7 +168,7 @@ def _check_mask(mask_path: Path, image_path: Path, image_size: tuple[int, int] |
 
 def _scan_dataset(name: str, ds_dir: Path, value_map: Mapping[int, int] | None, check_images: bool,
                   max_pixels: int, report: Report) -> list[Item]:
-    entries = {e.name: e for e in _entries(ds_dir, report) or []}
+    entries = {e.name: e for e in list_entries(ds_dir, report) or []}
     for entry_name, entry in entries.items():
         if entry_name in (IMAGES, MASKS) and entry.is_dir():
             continue
