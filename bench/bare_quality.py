@@ -24,9 +24,9 @@ import bare  # noqa: E402
 
 
 def main() -> int:
-    from dermdl.evaluate import classification_metrics
-    from dermdl.models import build_classifier
-    from dermdl.recipe import class_weights
+    from dermdl.tasks.classification.losses import class_weights
+    from dermdl.tasks.classification.metrics import classification_metrics
+    from dermdl.tasks.classification.model import build_classifier
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prepared", type=Path, required=True)

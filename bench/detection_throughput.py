@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from dermdl.detection_models import build_detector, splitter
+from dermdl.tasks.detection.model import build_detector, splitter
 
 
 def measure(name: str, size: int, bs: int, steps: int, repeats: int, device: str) -> dict:

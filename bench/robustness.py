@@ -37,7 +37,7 @@ def mel_vs_nv(y: np.ndarray, probs: np.ndarray, classes: list[str], n_boot: int 
 
 
 def main() -> int:
-    from dermdl.evaluate import classification_metrics
+    from dermdl.tasks.classification.metrics import classification_metrics
     from dermdl.images import open_rgb
     from dermdl.models import load_model
     from dermdl.shifts import SHIFTS

@@ -15,7 +15,7 @@ import time
 
 import torch
 
-from dermdl.models import build_classifier
+from dermdl.tasks.classification.model import build_classifier
 
 
 def measure(model_name: str, size: int, bs: int, steps: int, device: str, channels_last: bool) -> dict:

@@ -111,8 +111,8 @@ def masks_to_coco(root: str | Path, out: str | Path, params: Any, datasets: list
                   fmt: str = "polygon", tolerance: float = 0.5, min_area: int = 1) -> dict[str, Any]:
     """Segmentation layout under ``root`` -> COCO detection layout under ``out`` (images copied)."""
     from dermdl.images import open_mask
-    from dermdl.layout.masks import scan_segmentation
-    from dermdl.masks import ValueMap
+    from dermdl.tasks.segmentation.data import ValueMap
+    from dermdl.tasks.segmentation.layout import scan_segmentation
 
     root, out = Path(root), Path(out)
     _fresh(out, root)
@@ -143,8 +143,9 @@ def masks_to_coco(root: str | Path, out: str | Path, params: Any, datasets: list
 
 def coco_to_masks(root: str | Path, out: str | Path, params: Any, datasets: list[str] | None = None) -> dict[str, Any]:
     """COCO detection layout under ``root`` -> segmentation layout under ``out`` (images copied)."""
-    from dermdl.layout.coco import decode_target, scan_coco
-    from dermdl.masks import ValueMap, write_png
+    from dermdl.images import write_png
+    from dermdl.tasks.detection.layout import decode_target, scan_coco
+    from dermdl.tasks.segmentation.data import ValueMap
 
     root, out = Path(root), Path(out)
     _fresh(out, root)

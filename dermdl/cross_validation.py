@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from dermdl.arrays import PreparedImages
-from dermdl.evaluate import format_value
+from dermdl.bootstrap import format_value
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.params import Params
 from dermdl.tasks import Task

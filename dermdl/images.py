@@ -5,6 +5,9 @@ what a "readable image" is and on how odd files are turned into pixels. If each 
 ``PIL.Image.open`` itself, a truncated JPEG could pass the dataset scan and crash training hours
 later, or a 16-bit PNG could be read as white in one stage and as data in another.
 
+It also holds the PNG writer (:func:`write_png`) for arrays dermdl writes as images: prepared and
+predicted masks, overlays, converted layouts.
+
 Rules implemented here:
 
 * The decompression-bomb guard reads the size from the header (``Image.open`` is lazy) and refuses
@@ -24,6 +27,7 @@ Rules implemented here:
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import warnings
@@ -31,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+from dermdl.io import atomic_write_bytes
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 MAX_PIXELS = 64_000_000
@@ -246,3 +252,15 @@ def open_mask(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarr
                          "save the mask as a single-channel (L or palette) PNG of class values")
     raise ImageError(path, f"unsupported mask pixel mode {mode}",
                      "save the mask as a single-channel (L or palette) PNG of class values")
+
+
+def write_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 6, atomic: bool = True) -> None:
+    """uint8 2-D -> L, uint16 2-D -> I;16, (h, w, 3) uint8 -> RGB; written atomically unless the caller
+    writes into a folder that is itself renamed into place when complete (``atomic=False``: no fsync)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=compress_level)
+    if atomic:
+        atomic_write_bytes(path, buffer.getvalue())
+    else:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(buffer.getvalue())

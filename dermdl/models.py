@@ -153,19 +153,6 @@ def create_backbone(arch: str, pretrained: bool | str) -> tuple[nn.Module, tuple
     return backbone, norm
 
 
-def build_classifier(arch: str, n_classes: int, pretrained: bool | str,
-                     head_dropout: float = 0.5) -> tuple[nn.Module, tuple[list[float], list[float]]]:
-    """Backbone + fastai's pooling head, as ``nn.Sequential(body, head)`` so fastai can freeze the body.
-
-    ``head_dropout``: fastai's ``ps`` (dropout before the last layer; half of it before the hidden one)."""
-    from fastai.vision.learner import TimmBody, add_head
-
-    backbone, norm = create_backbone(arch, pretrained)
-    body = TimmBody(backbone, pretrained=bool(pretrained))
-    model = add_head(body, backbone.num_features, n_classes, pool=body.needs_pool, ps=head_dropout)
-    return model, norm
-
-
 def save_model(model: nn.Module, config: ModelConfig, directory: Path) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     state = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}

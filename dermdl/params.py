@@ -228,14 +228,14 @@ class SegmentationParams(_Section):
 class DetectionParams(_Section):
     """Object detection with torchvision detectors (replacing the thesis' icevision)."""
 
-    model: str = "fasterrcnn_efficientnet_lite0_fpn"  # see dermdl.detection_models.DETECTORS
+    model: str = "fasterrcnn_efficientnet_lite0_fpn"  # see dermdl.tasks.detection.model.DETECTORS
     score_threshold: float = Field(0.5, ge=0, le=1)  # overlays/gallery; results JSON keeps every score
     clip_boxes: bool = False  # clip boxes reaching outside their image (else validate reports an error)
 
     @field_validator("model")
     @classmethod
     def _known_detector(cls, value: str) -> str:
-        from dermdl.detection_models import check_name  # lazy: imports torch
+        from dermdl.tasks.detection.model import check_name  # lazy: imports torch
 
         return check_name(value)  # ValueError listing the detectors
 

@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from dermdl.evaluate import point_values
+from dermdl.bootstrap import point_values
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.layout.report import Report
 from dermdl.params import Params

@@ -21,7 +21,7 @@ from typing import Any
 
 def overall_values(metrics: dict) -> dict[str, float]:
     """The headline numbers of one test set's metrics (its ``overall`` section), CIs stripped."""
-    from dermdl.evaluate import point_values
+    from dermdl.bootstrap import point_values
 
     return {name: float(v) for name, v in point_values(metrics.get("overall") or {}).items()
             if isinstance(v, (int, float))}

@@ -11,7 +11,8 @@ import yaml
 from PIL import Image
 
 from dermdl.cli import THESIS_FLAGS, _load, build_parser, main
-from dermdl.models import ModelConfig, build_classifier, save_model
+from dermdl.models import ModelConfig, save_model
+from dermdl.tasks.classification.model import build_classifier
 
 SUBCOMMANDS = ["validate", "preprocess", "train", "infer", "analyze", "predict", "demo-data"]
 

@@ -15,7 +15,8 @@ from dermdl.arrays import PreparedImages
 from dermdl.augment import Augmentation, augment_batch
 from dermdl.color import shades_of_gray
 from dermdl.demo import generate_demo
-from dermdl.models import ModelConfig, build_classifier
+from dermdl.models import ModelConfig
+from dermdl.tasks.classification.model import build_classifier
 from dermdl.params import params_from_dict
 from dermdl.tasks import get_task
 

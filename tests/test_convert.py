@@ -10,7 +10,7 @@ from PIL import Image
 from dermdl.cli import main
 from dermdl.convert import mask_to_objects, objects_to_mask
 from dermdl.demo import generate_demo
-from dermdl.layout.coco import scan_coco
+from dermdl.tasks.detection.layout import scan_coco
 from dermdl.params import params_from_dict
 
 

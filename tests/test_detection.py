@@ -10,13 +10,14 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision.models._api import WeightsEnum
 
-from dermdl import detection_data
 from dermdl.augment import Augmentation, augment_batch
-from dermdl.detection_models import DETECTORS, build_detector, splitter
 from dermdl.models import ModelConfig, load_model, save_model
 from dermdl.params import ParamsError, params_from_dict
 from dermdl.prepare import geometry
-from dermdl.tasks.detection import TASK, predict, write_predictions
+from dermdl.tasks.detection import TASK
+from dermdl.tasks.detection import data as detection_data
+from dermdl.tasks.detection.model import DETECTORS, build_detector, splitter
+from dermdl.tasks.detection.predict import predict, write_predictions
 
 POLICIES = ["squish", "pad", "crop"]
 SRC_W, SRC_H = 200, 120

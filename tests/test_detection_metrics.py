@@ -8,7 +8,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from dermdl.detection_metrics import (
+from dermdl.tasks.detection.metrics import (
     class_agnostic,
     detection_metrics,
     format_table,

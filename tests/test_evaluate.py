@@ -1,4 +1,4 @@
-"""Tests for dermdl.evaluate: point values vs scikit-learn, bootstrap CIs, table, plot data, PNGs."""
+"""Tests for dermdl.tasks.classification.metrics and .plots: point values vs scikit-learn, bootstrap CIs, table, plot data, PNGs."""
 
 from __future__ import annotations
 
@@ -18,18 +18,19 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from dermdl import evaluate
-from dermdl.evaluate import (
+from dermdl.bootstrap import bootstrap_indices, percentile_ci
+from dermdl.tasks.classification import metrics as evaluate
+from dermdl.tasks.classification.metrics import (
     CLASS_METRICS,
-    bootstrap_indices,
     classification_metrics,
-    confusion_records,
     format_table,
-    percentile_ci,
+    resample_metrics,
+)
+from dermdl.tasks.classification.plots import (
+    confusion_records,
     plot_confusion_matrix,
     plot_metric_bars,
     plot_roc_curves,
-    resample_metrics,
     roc_points,
 )
 

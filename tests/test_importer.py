@@ -21,7 +21,7 @@ from dermdl import pipeline
 from dermdl.cli import main
 from dermdl.grouped_split import group_split
 from dermdl.importer import ImportProblems, ImportSpec, run_import
-from dermdl.layout import scan_classification
+from dermdl.tasks.classification.layout import scan_classification
 from dermdl.params import params_from_dict
 from dermdl.tasks import get_task
 

@@ -9,12 +9,12 @@ import torch
 from dermdl.models import (
     PACKAGED_WEIGHTS,
     ModelConfig,
-    build_classifier,
     create_backbone,
     load_model,
     resolve_arch,
     save_model,
 )
+from dermdl.tasks.classification.model import build_classifier
 
 
 @pytest.mark.parametrize(

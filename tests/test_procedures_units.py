@@ -14,7 +14,7 @@ from dermdl.callbacks import Monitor, balanced_sampler, check_monitor, precision
 from dermdl.params import ParamsError, params_from_dict
 from dermdl.splits import folds, stratified_split
 from dermdl.train import scaled
-from dermdl.unet import SegmentationLoss
+from dermdl.tasks.segmentation.losses import SegmentationLoss
 
 
 def _run_monitor(values: list[float], patience: int, keep_best: bool):

@@ -5,7 +5,7 @@ import torch
 
 from dermdl.params import params_from_dict
 from dermdl.optimizers import opt_func
-from dermdl.recipe import class_weights, classification_loss
+from dermdl.tasks.classification.losses import class_weights, classification_loss
 
 
 @pytest.mark.parametrize(

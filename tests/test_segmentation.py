@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dermdl.images import open_mask
-from dermdl.masks import ValueMap, to_original
 from dermdl.models import ModelConfig, load_model, save_model
 from dermdl.params import ParamsError, params_from_dict
 from dermdl.tasks import get_task
-from dermdl.tasks.segmentation import MaskTarget, SegPrediction, prepare_item, write_predictions
-from dermdl.unet import SegmentationLoss, build_unet, timm_encoder
+from dermdl.tasks.segmentation.data import MaskTarget, ValueMap, prepare_item, to_original
+from dermdl.tasks.segmentation.losses import SegmentationLoss
+from dermdl.tasks.segmentation.model import build_unet, timm_encoder
+from dermdl.tasks.segmentation.predict import SegPrediction, write_predictions
 
 TASK = get_task("segmentation")
 DEFAULT = params_from_dict({"task": "segmentation"}).segmentation

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, f1_score, jaccard_score, roc_auc_score, roc_curve
 
-from dermdl import segmentation_metrics as sm
-from dermdl.evaluate import bootstrap_indices, percentile_ci
+from dermdl.bootstrap import bootstrap_indices, percentile_ci
+from dermdl.tasks.segmentation import metrics as sm
 
 CLASSES = ["skin", "lesion", "scar"]
 K = len(CLASSES)

@@ -6,11 +6,12 @@ import torch
 from PIL import Image
 
 from dermdl.inference import TTA_VIEWS, softmax_tta, unview, view
-from dermdl.masks import ValueMap
-from dermdl.models import ModelConfig, build_classifier
+from dermdl.models import ModelConfig
+from dermdl.tasks.classification.model import build_classifier
 from dermdl.params import params_from_dict
 from dermdl.tasks import get_task
-from dermdl.unet import build_unet
+from dermdl.tasks.segmentation.data import ValueMap
+from dermdl.tasks.segmentation.model import build_unet
 
 SIZE = 32
 MASK_VALUES = ValueMap(params_from_dict({"task": "segmentation"}).segmentation.value_map(), 2).to_json()

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from dermdl.layout.coco import decode_target, scan_coco
+from dermdl.tasks.detection.layout import decode_target, scan_coco
 
 W, H = 40, 30
 

@@ -1,4 +1,4 @@
-"""dermdl.layout.folders: one case table of broken trees, one of good trees.
+"""dermdl.tasks.classification.layout: one case table of broken trees, one of good trees.
 
 Every case starts from the same small good tree (2 datasets x 2 classes x 2 images) and applies
 one change; a bad case must yield exactly the expected problems (path, what, fix), a good case an
@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermdl.layout import Item, Problem, Report, scan_classification
+from dermdl.layout import Item, Problem, Report
+from dermdl.tasks.classification.layout import scan_classification
 from tree_edits import png_bomb_bytes, remove, steps, truncate, write
 
 DATASETS = ["sl_train", "sl_test"]

@@ -1,4 +1,4 @@
-"""dermdl.layout.masks: one case table of broken segmentation trees, one of good trees.
+"""dermdl.tasks.segmentation.layout: one case table of broken segmentation trees, one of good trees.
 
 Every case starts from the same small good tree (2 datasets x 2 image/mask pairs) and applies one
 change; a bad case must yield exactly the expected problems (path, what, fix), a good case a clean
@@ -17,7 +17,7 @@ from PIL import Image
 
 from dermdl.layout import Item
 from tree_edits import png_bomb_bytes, remove, steps, truncate, write
-from dermdl.layout.masks import scan_segmentation
+from dermdl.tasks.segmentation.layout import scan_segmentation
 
 DATASETS = ["sl_train", "sl_test"]
 VALUES = {0: 0, 255: 1, 1: 1}  # the default two-class map

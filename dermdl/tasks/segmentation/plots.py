@@ -1,7 +1,9 @@
-"""Segmentation figures (PNG): per-class metric bars, pixel confusion matrix, best/worst gallery.
+"""Segmentation figures (PNG): per-class metric bars, pixel confusion matrix, best/worst gallery,
+and the overlay panels (image | truth | prediction) that infer writes beside each predicted mask.
 
-Headless ``matplotlib.figure.Figure`` and atomic writes, as in :mod:`dermdl.plots`. The PNGs go to
-``plots/figures``, which dvc.yaml declares as a plots folder, so ``dvc plots show`` renders them.
+Headless ``matplotlib.figure.Figure`` and atomic writes, through :func:`dermdl.figures.save_figure`.
+The PNGs go to ``plots/figures``, which dvc.yaml declares as a plots folder, so ``dvc plots show``
+renders them.
 """
 
 from __future__ import annotations
@@ -10,18 +12,16 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 from matplotlib.figure import Figure
 
-from dermdl.io import atomic_file
+from dermdl.figures import save_figure
 
 BAR_METRICS = (("dice", "Dice"), ("iou", "IoU"), ("thresholded_jaccard", "Thr. Jaccard"),
                ("precision", "Precision"), ("recall", "Recall"), ("specificity", "Specificity"))
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> None:
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+COLOURS = np.array([(0, 0, 0), (255, 48, 48), (40, 150, 255), (255, 200, 0), (0, 200, 120),
+                    (200, 80, 255), (255, 120, 200), (140, 90, 40)], dtype=np.uint8)
 
 
 def plot_metric_bars(metrics: dict[str, Any], path: str | os.PathLike, title: str) -> None:
@@ -48,7 +48,7 @@ def plot_metric_bars(metrics: dict[str, Any], path: str | os.PathLike, title: st
     ax.grid(axis="y", alpha=0.3)
     ax.legend(ncol=len(BAR_METRICS), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), frameon=False)
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_pixel_confusion(confusion: dict[str, dict[str, int]], path: str | os.PathLike, title: str) -> None:
@@ -71,7 +71,7 @@ def plot_pixel_confusion(confusion: dict[str, dict[str, int]], path: str | os.Pa
     ax.set_xlabel("predicted")
     ax.set_ylabel("truth")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_gallery(panels: Sequence[np.ndarray], captions: Sequence[str], path: str | os.PathLike, title: str,
@@ -92,4 +92,32 @@ def plot_gallery(panels: Sequence[np.ndarray], captions: Sequence[str], path: st
         ax.set_yticks([])
         ax.set_xlabel(caption, fontsize=8)
     fig.suptitle(title, fontsize=10)
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
+
+
+def overlay(image: np.ndarray, classes: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """RGB image with every non-background class tinted and outlined in its colour."""
+    out = image.astype(np.float32).copy()
+    for cls in np.unique(classes):
+        if cls == 0:
+            continue
+        colour = COLOURS[int(cls) % len(COLOURS)]
+        inside = classes == cls
+        out[inside] = (1 - alpha) * out[inside] + alpha * colour
+    out = np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    for cls in np.unique(classes):
+        if cls == 0:
+            continue
+        contours, _ = cv2.findContours((classes == cls).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(out, contours, -1, tuple(int(v) for v in COLOURS[int(cls) % len(COLOURS)]), 1)
+    return out
+
+
+def panels(image: np.ndarray, prediction: np.ndarray, truth: np.ndarray | None = None) -> np.ndarray:
+    """Side by side: image | truth overlay (when known) | prediction overlay, white 2 px gaps."""
+    tiles = [image] + ([overlay(image, truth)] if truth is not None else []) + [overlay(image, prediction)]
+    gap = np.full((image.shape[0], 2, 3), 255, dtype=np.uint8)
+    row = [tiles[0]]
+    for tile in tiles[1:]:
+        row += [gap, tile]
+    return np.concatenate(row, axis=1)

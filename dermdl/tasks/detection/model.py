@@ -18,10 +18,13 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from dermdl.models import ModelConfig
 
 #: Detector name -> short description; ``detection.model`` in params.yaml must be one of these.
 DETECTORS: dict[str, str] = {
@@ -32,11 +35,9 @@ DETECTORS: dict[str, str] = {
     "retinanet_resnet50_fpn": "RetinaNet, ResNet-50 + FPN (torchvision)",
 }
 
-#: torchvision's loss-dict keys per detector family, in logging order.
-LOSS_KEYS: dict[str, tuple[str, ...]] = {
-    "fasterrcnn": ("loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"),
-    "retinanet": ("classification", "bbox_regression"),
-}
+#: ``detection.model``'s default in params.yaml (:class:`dermdl.params.DetectionParams`), used for a
+#: model.json without a ``detection`` entry. Not read from params: params imports this module.
+DEFAULT_DETECTOR = "fasterrcnn_efficientnet_lite0_fpn"
 
 _IMAGENET_NORM = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 _LITE_NORM = ([0.5] * 3, [0.5] * 3)  # EfficientNet-Lite was trained on TF-style [-1, 1] inputs
@@ -266,7 +267,12 @@ def splitter(model: Detector) -> list[list[nn.Parameter]]:
     return [list(model.body.parameters()), [p for p in model.parameters() if id(p) not in body]]
 
 
-def detection_loss(pred: Any, *targets: Any) -> torch.Tensor:
-    """Total loss = sum of torchvision's loss components (what fastai back-propagates)."""
-    losses = pred["losses"] if "losses" in pred else pred
-    return sum(losses.values())
+def config_extra(params: Any) -> dict:
+    """The ``detection`` params section, saved in model.json (predict/infer read it back)."""
+    return {"detection": params.detection.model_dump(mode="json")}
+
+
+def build_model(config: ModelConfig, pretrained: bool | str):
+    """The task's model: the detector named in model.json's ``detection`` entry (see :func:`config_extra`)."""
+    name = config.extra.get("detection", {}).get("model", DEFAULT_DETECTOR)
+    return build_detector(name, len(config.classes), pretrained, config.input_size)

@@ -1,9 +1,7 @@
 """Evaluation figures (PNG) and DVC plot data for classification results.
 
-Why ``matplotlib.figure.Figure`` instead of pyplot: it needs no GUI backend (works headless, in
-workers and under DVC) and keeps no global figure registry, so nothing leaks if a plot fails.
-Every PNG is written through :func:`dermdl.io.atomic_file`, so a killed run never leaves a
-truncated image that DVC would cache as a valid output.
+Figures are headless ``matplotlib.figure.Figure`` objects written atomically by
+:func:`dermdl.figures.save_figure` (why: see that module).
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from dermdl.io import atomic_file
+from dermdl.figures import save_figure
 
 _BAR_METRICS: tuple[tuple[str, str], ...] = (
     ("precision", "Precision"),
@@ -27,11 +25,6 @@ _BAR_METRICS: tuple[tuple[str, str], ...] = (
     ("npv", "NPV"),
     ("auc", "AUC"),
 )
-
-
-def _save(fig: Figure, path: str | os.PathLike) -> None:
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
 def confusion_records(y_true: Any, y_pred: Any, classes: Sequence[str]) -> list[dict[str, str]]:
@@ -102,7 +95,7 @@ def plot_metric_bars(metrics: dict[str, Any], path: str | os.PathLike, title: st
     ax.grid(axis="y", alpha=0.3)
     ax.legend(ncol=n_m, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), frameon=False)
     ax.set_title(title or f"Per-class metrics (n = {metrics.get('n', '?')})")
-    _save(fig, path)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_confusion_matrix(
@@ -132,7 +125,7 @@ def plot_confusion_matrix(
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual (n)")
     ax.set_title(title or f"Confusion matrix (n = {len(y)})")
-    _save(fig, path)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_roc_curves(
@@ -158,4 +151,4 @@ def plot_roc_curves(
     ax.set_aspect("equal")
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title(title or "ROC curves (one-vs-rest)")
-    _save(fig, path)
+    save_figure(fig, path, dpi=120)

@@ -392,3 +392,9 @@ def scan_coco(root: str | os.PathLike, datasets: list[str], check_images: bool =
     classes = [reference[k] for k in sorted(reference)]
     items.sort(key=lambda item: (item.dataset, decode_target(item.target)["image"]["file_name"]))
     return items, classes, report
+
+
+def scan(params: Any, datasets: list[str], check_images: bool = True) -> tuple[list[Item], list[str], Report]:
+    """The task's scan: :func:`scan_coco` under ``data.root``, clipping boxes if ``detection.clip_boxes``."""
+    return scan_coco(Path(params.data.root), datasets, check_images=check_images,
+                     clip_boxes=params.detection.clip_boxes)

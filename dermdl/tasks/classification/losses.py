@@ -1,7 +1,7 @@
-"""Classification losses chosen in params.yaml, built from fastai's own parts.
+"""Classification losses chosen in params.yaml, built from fastai's own parts, and the validation metrics.
 
-Kept out of the training core so a task or a test can ask "which optimiser/loss does this
-parameter set mean" without building a Learner.
+Kept out of the training core so a task or a test can ask "which loss does this parameter set mean"
+without building a Learner.
 """
 
 from __future__ import annotations
@@ -66,3 +66,11 @@ def classification_loss(train: Any, weight: torch.Tensor | None):
     if train.loss == "focal_ce":
         return SumOfLosses(FocalLossFlat(gamma=train.focal_gamma, weight=weight), CrossEntropyLossFlat(weight=weight))
     raise ValueError(f"train.loss: unknown loss {train.loss!r}; use one of {CLASSIFICATION_LOSSES}")
+
+
+def loss_and_metrics(params: Any, classes: list[str], train_records: list[dict]):
+    """The loss named by ``train.loss`` (optionally class-weighted) and the validation metrics."""
+    from fastai.vision.all import BalancedAccuracy, F1Score, accuracy
+
+    weight = class_weights([r["target"] for r in train_records], classes, params.train.class_weights)
+    return classification_loss(params.train, weight), [accuracy, BalancedAccuracy(), F1Score(average="macro")]

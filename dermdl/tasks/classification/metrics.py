@@ -1,4 +1,4 @@
-"""Classification metrics with bootstrap confidence intervals, a text table, and plot helpers.
+"""Classification metrics with bootstrap confidence intervals and a text table.
 
 Why bootstrap CIs: dermatology test sets are small and imbalanced (a few dozen melanomas), so a
 point estimate alone overstates certainty. Every metric is reported as value plus a seeded
@@ -20,30 +20,15 @@ from typing import Any
 
 import numpy as np
 
-from dermdl.bootstrap import bootstrap_indices, format_value, percentile_ci, point_values, with_ci
-
-from dermdl.plots import (
-    confusion_records,
-    plot_confusion_matrix,
-    plot_metric_bars,
-    plot_roc_curves,
-    roc_points,
-)
+from dermdl.bootstrap import bootstrap_indices, format_value, with_ci
 
 __all__ = [
     "CLASS_METRICS",
+    "LABELS",
     "OVERALL_METRICS",
-    "bootstrap_indices",
-    "resample_metrics",
-    "percentile_ci",
-    "point_values",
     "classification_metrics",
     "format_table",
-    "confusion_records",
-    "roc_points",
-    "plot_metric_bars",
-    "plot_confusion_matrix",
-    "plot_roc_curves",
+    "resample_metrics",
 ]
 
 #: Per-class (one-vs-rest) metric keys, in display order; "macro" uses the same keys.

@@ -3,7 +3,7 @@
 Why this is strict: a mask that is silently paired with the wrong image, stored lossily (JPEG
 smoothing invents values at every lesion border), saved at another size, or coloured instead of
 indexed produces a model that looks trained but learned garbage. So, like the classification
-scanner (:mod:`dermdl.layout.folders`), this collects ALL problems, one line each with the exact
+scanner (:mod:`dermdl.tasks.classification.layout`), this collects ALL problems, one line each with the exact
 path and a fix, and never modifies the tree.
 
 Checks (``check_images=True`` decodes every file; False only pairs names and catches 0-byte files):
@@ -23,6 +23,7 @@ import os
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -230,3 +231,10 @@ def scan_segmentation(root: str | os.PathLike, datasets: list[str], value_map: M
         items.extend(_scan_dataset(name, ds_dir, value_map, check_images, max_pixels, report))
     items.sort(key=lambda it: (it.dataset, it.path.name))
     return items, report
+
+
+def scan(params: Any, datasets: list[str], check_images: bool = True):
+    """(items, codes, report); values are checked against mask_values when masks are decoded."""
+    mapping = params.segmentation.value_map() if check_images else None
+    items, report = scan_segmentation(Path(params.data.root), datasets, mapping, check_images=check_images)
+    return items, list(params.segmentation.codes), report

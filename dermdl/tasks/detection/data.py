@@ -9,6 +9,7 @@ that predictions can be mapped back to ORIGINAL image coordinates for the COCO r
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch
 
 from dermdl.arrays import PIXELS
 from dermdl.prepare import Geometry, geometry, prepare_image, resize
+
 
 def box_to_prepared(bbox: list[float], geo: Geometry) -> list[float] | None:
     """COCO ``[x, y, w, h]`` (original pixels) -> ``[x0, y0, x1, y1]`` in the prepared square, clipped
@@ -111,11 +113,13 @@ def to_tensor(image: Any) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
-def dataloaders(train: list[dict], valid: list[dict], classes: list[str], params: Any, path: Path | str = "."):
-    """Array loaders (images in [0, 1]: the detector normalises internally) with torchvision targets;
-    ``category_ids`` (COCO ids of ``classes``) ride along for the model's id buffer."""
+def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], params: Any, norm: Any = None,
+                path: Path | str = "."):
+    """Array loaders (images in [0, 1]: the detector normalises internally, so ``norm`` is unused) with
+    torchvision targets; ``category_ids`` (COCO ids of ``classes``) ride along for the model's id buffer."""
     from dermdl.batches import Boxes, array_dataloaders, augmentation
 
+    train, valid = list(train), list(valid)
     if not train:
         raise ValueError("detection: no training images")
     dls = array_dataloaders(train, valid, Boxes, params, None, augmentation(params.train, boxes=True), classes=classes)

@@ -2,21 +2,26 @@
 
 Overlays are drawn with PIL on the ORIGINAL image (downscaled to at most ``max_side`` pixels so a
 folder of 20-megapixel photos stays browsable); figures use matplotlib's ``Figure`` (no GUI backend)
-and every file is written atomically, like :mod:`dermdl.plots`.
+and every file is written atomically (:func:`dermdl.figures.save_figure`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
+from dermdl.figures import save_figure
+from dermdl.images import ImageError, open_rgb
 from dermdl.io import atomic_file
 
+GALLERY_SIZE = 8
 GT_COLOUR = (40, 200, 60)
 PALETTE = [(230, 25, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230),
            (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
@@ -64,11 +69,6 @@ def save_png(image: Image.Image, path: str | os.PathLike) -> None:
         image.save(tmp, format="PNG")
 
 
-def _save(fig: Figure, path: str | os.PathLike) -> None:
-    with atomic_file(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-
-
 def _panel(ax, image: np.ndarray, boxes: np.ndarray, texts: list[str], colours: list, title: str) -> None:
     from matplotlib.patches import Rectangle
 
@@ -98,7 +98,7 @@ def plot_gallery(cases: list[dict], path: str | os.PathLike, title: str) -> None
     if not cases:
         fig.add_subplot().text(0.5, 0.5, "no images", ha="center")
     fig.suptitle(title, fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_pr_curves(curves: dict[str, list[dict]], path: str | os.PathLike, title: str) -> None:
@@ -120,4 +120,61 @@ def plot_pr_curves(curves: dict[str, list[dict]], path: str | os.PathLike, title
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
     ax.set_title(title)
-    _save(fig, path)
+    save_figure(fig, path, dpi=110)
+
+
+def _gallery_cases(gt: dict, results: list[dict], threshold: float) -> list[dict]:
+    """Images with the most mistakes at IoU 0.5 (missed objects + wrong boxes above threshold) first."""
+    from torchvision.ops import box_iou
+
+    names = {c["id"]: c["name"] for c in gt["categories"]}
+    order = {c["id"]: k for k, c in enumerate(gt["categories"])}
+
+    def xyxy(items: list[dict]) -> np.ndarray:
+        return np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
+                         for a in items], dtype=np.float64).reshape(-1, 4)
+
+    by_image: dict[int, tuple[list, list]] = {img["id"]: ([], []) for img in gt["images"]}
+    for ann in gt["annotations"]:
+        by_image[ann["image_id"]][0].append(ann)
+    for res in results:
+        if res["score"] >= threshold and res["image_id"] in by_image:
+            by_image[res["image_id"]][1].append(res)
+    cases = []
+    for img in gt["images"]:
+        truth, preds = by_image[img["id"]]
+        g, p = xyxy(truth), xyxy(preds)
+        matched = 0
+        if len(g) and len(p):
+            iou = box_iou(torch.from_numpy(p), torch.from_numpy(g)).numpy()
+            same = np.array([[pr["category_id"] == t["category_id"] for t in truth] for pr in preds])
+            matched = min(int(((iou >= 0.5) & same).any(axis=1).sum()), int(((iou >= 0.5) & same).any(axis=0).sum()))
+        errors = (len(g) - matched) + (len(p) - matched)
+        cases.append({"img": img, "errors": errors, "gt": g, "pred": p,
+                      "gt_labels": [names[t["category_id"]] for t in truth],
+                      "pred_labels": [names[r["category_id"]] for r in preds],
+                      "pred_scores": [r["score"] for r in preds],
+                      "pred_colours": [colour(order[r["category_id"]]) for r in preds]})
+    cases.sort(key=lambda c: (-c["errors"], c["img"]["file_name"]))
+    return cases
+
+
+def plot_coco_gallery(gt: dict, results: list[dict], threshold: float, path: Path, title: str) -> None:
+    """:func:`plot_gallery` of the first ``GALLERY_SIZE`` test images (mistakes first) whose original
+    file is found, from a COCO ground-truth dict and COCO results (boxes scoring >= ``threshold``)."""
+    shown = []
+    for case in _gallery_cases(gt, results, threshold):
+        if len(shown) == GALLERY_SIZE:
+            break
+        try:
+            picture = open_rgb(case["img"].get("path", ""))
+        except ImageError:
+            continue
+        scale = min(1.0, 384 / max(picture.size))
+        if scale < 1.0:
+            picture = picture.resize((round(picture.width * scale), round(picture.height * scale)),
+                                     Image.Resampling.BILINEAR)
+        shown.append(case | {"image": np.asarray(picture), "gt": case["gt"] * scale, "pred": case["pred"] * scale,
+                             "name": case["img"]["file_name"],
+                             "note": "correct" if not case["errors"] else f"{case['errors']} mistake(s)"})
+    plot_gallery(shown, path, title)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from dermdl.images import IMAGE_SUFFIXES, MAX_PIXELS, check_image, is_image_file
 from dermdl.layout.datasets import dataset_dirs, list_entries
@@ -138,3 +139,7 @@ def scan_classification(root: str | os.PathLike, datasets: list[str], check_imag
     items.sort(key=lambda it: (it.dataset, it.target or "", it.path.name))
     all_classes = sorted({cls for classes in found.values() for cls in classes})
     return items, all_classes, report
+
+
+def scan(params: Any, datasets: list[str], check_images: bool = True):
+    return scan_classification(Path(params.data.root), datasets, check_images=check_images)

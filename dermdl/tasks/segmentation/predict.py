@@ -1,0 +1,113 @@
+"""Segmentation inference: class probabilities for any images, self-training pseudo-labels, and the
+written predictions (masks at the original resolution, overlays, a per-image CSV with Dice/IoU).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dermdl.arrays import TARGETS, PreparedImages, image_of
+from dermdl.images import as_rgb, open_mask, write_png
+from dermdl.inference import softmax_tta, to_input_tensor
+from dermdl.io import atomic_file, atomic_write_text
+from dermdl.models import ModelConfig
+from dermdl.prepare import open_source, resize
+from dermdl.tasks.segmentation.data import config_value_map, prepared_classes, prepared_path, resize_probs, to_original
+from dermdl.tasks.segmentation.layout import MASKS
+from dermdl.tasks.segmentation.metrics import confusion_counts, per_image, probability_histograms
+
+
+@dataclass(frozen=True)
+class SegPrediction:
+    """Class probabilities (k, s, s) in model space, and the size of the image that was opened."""
+
+    probs: np.ndarray
+    width: int
+    height: int
+
+
+@torch.inference_mode()
+def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 16,
+            tta: str = "none") -> list[SegPrediction]:
+    """Probabilities for any images, prepared or raw: the training geometry is re-applied."""
+    device = next(model.parameters()).device
+    model.eval()
+    out: list[SegPrediction] = []
+    for start in range(0, len(paths), bs):
+        images = [open_source(p, config.color_constancy) for p in paths[start:start + bs]]
+        batch = torch.stack([to_input_tensor(im, config) for im in images]).to(device)
+        probs = softmax_tta(model, batch, tta, spatial=True).cpu().numpy().astype(np.float16)
+        out += [SegPrediction(p, *im.size) for p, im in zip(probs, images)]
+    return out
+
+
+def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any,
+                 work_dir: Path) -> list[dict]:
+    """Self-training: the teacher's class ids of each weakly labelled image, at the prepared size, in
+    ``work_dir/targets.npy``; the records point training there (``target_arrays``, ``target_row``)."""
+    size = config.preprocess_size
+    preds = predict(model, config, PreparedImages(records), params.infer.bs, params.tta)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    labels = np.lib.format.open_memmap(work_dir / TARGETS, mode="w+", dtype=np.uint8, shape=(len(records), size, size))
+    out = []
+    for index, (record, pred) in enumerate(zip(records, preds)):
+        labels[index] = resize_probs(pred.probs, size).argmax(axis=0)
+        out.append({**record, "target_arrays": str(work_dir), "target_row": index})
+    labels.flush()
+    return out
+
+
+def _unique_stem(source: str, used: set[str]) -> str:
+    stem, n = Path(source).stem, 2
+    name = stem
+    while name in used:
+        name, n = f"{stem}_{n}", n + 1
+    used.add(name)
+    return name
+
+
+def write_predictions(records: Sequence[dict], preds: Sequence[SegPrediction], config: ModelConfig,
+                      out_dir: Path, name: str) -> Path:
+    """``<name>/masks/<stem>.png`` at the ORIGINAL resolution in the stored value convention,
+    ``<name>/overlays/<stem>.png`` (image | truth | prediction at the prepared size) and
+    ``<name>.csv``: one row per image, with per-image Dice/IoU and pixel counts when the truth is known."""
+    from dermdl.tasks.segmentation.plots import panels  # lazy: matplotlib is slow to import
+
+    vmap = config_value_map(config)
+    classes, k = config.classes, len(config.classes)
+    folder, rows, hists, used = out_dir / name, [], [], set()
+    for record, pred in zip(records, preds):
+        width, height = int(record.get("width") or pred.width), int(record.get("height") or pred.height)
+        probs = to_original(pred.probs, width, height, config.preprocess_size, config.resize)
+        labels = probs.argmax(axis=0).astype(np.uint8)
+        stem = _unique_stem(record["source"], used)
+        write_png(folder / MASKS / f"{stem}.png", vmap.to_stored(labels))
+        image = np.asarray(resize(as_rgb(image_of(record)), config.preprocess_size, config.resize))
+        small = resize_probs(pred.probs, config.preprocess_size).argmax(axis=0)
+        truth_small = prepared_classes(vmap, record) if "mask_full" in record else None
+        write_png(folder / "overlays" / f"{stem}.png", panels(image, small, truth_small))
+        row: dict[str, Any] = {"image": record["source"], "mask": f"{name}/{MASKS}/{stem}.png",
+                               "overlay": f"{name}/overlays/{stem}.png", "width": width, "height": height}
+        counts = np.bincount(labels.ravel(), minlength=k)
+        row |= {f"area_{cls}": counts[c] / labels.size for c, cls in enumerate(classes)}
+        if "mask_full" in record:
+            truth = vmap.to_classes(open_mask(prepared_path(record, "mask_full")), record["mask_source"])
+            cm = confusion_counts(truth, labels, k)
+            hists.append(probability_histograms(truth, probs))
+            images = per_image(cm[None])
+            row |= {f"dice_{cls}": images["dice"][0, c] for c, cls in enumerate(classes)}
+            row |= {f"iou_{cls}": images["iou"][0, c] for c, cls in enumerate(classes)}
+            row |= {f"cm_{i}_{j}": int(cm[i, j]) for i in range(k) for j in range(k)}
+        rows.append(row)
+    if hists:
+        with atomic_file(folder / "histograms.npy") as tmp:
+            np.save(tmp, np.stack(hists))
+    frame = pd.DataFrame(rows, columns=None if rows else ["image", "mask", "overlay", "width", "height"])
+    return atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False, float_format="%.6f"))
