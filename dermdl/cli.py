@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from dermdl import __version__
+from dermdl.tasks import task_names
 
 # Thesis pipeline flag -> params.yaml key, so its README commands translate one to one.
 THESIS_FLAGS: dict[str, tuple[str, Any]] = {
@@ -136,7 +137,7 @@ def _import_parser(sub: Any) -> None:
                      help="four columns with the lesion box (enables the detection layout; masks also give boxes)")
     imp.add_argument("--box-format", choices=("xyxy", "xyxy_inclusive", "xywh"),
                      help="xyxy: x1/y1 exclusive (default); xyxy_inclusive: last pixel; xywh: x0, y0, width, height")
-    imp.add_argument("--layouts", nargs="+", choices=("classification", "segmentation", "detection"),
+    imp.add_argument("--layouts", nargs="+", choices=task_names(),
                      help="layouts to build (default: all that the columns allow)")
     imp.add_argument("--test-size", type=float, default=0.2, help="share of images in the test set (default: %(default)s)")
     imp.add_argument("--weak-size", type=float, default=0.0,
@@ -163,7 +164,7 @@ def _check_leaks_parser(sub: Any) -> None:
                            description=text)
     _common(leaks)
     leaks.add_argument("--root", help="data root (default: data.root); its layout is detected unless --task")
-    leaks.add_argument("--task", choices=("classification", "segmentation", "detection"),
+    leaks.add_argument("--task", choices=task_names(),
                        help="layout of the root (default: task from params, or detected when --root is given)")
     leaks.add_argument("--train", nargs="+", help="training datasets (default: data.wl_train + data.sl_train)")
     leaks.add_argument("--test", nargs="+", help="test datasets (default: data.sl_tests)")

@@ -112,13 +112,15 @@ def masks_to_coco(root: str | Path, out: str | Path, params: Any, datasets: list
     """Segmentation layout under ``root`` -> COCO detection layout under ``out`` (images copied)."""
     from dermdl.images import open_mask
     from dermdl.tasks.segmentation.data import ValueMap
-    from dermdl.tasks.segmentation.layout import scan_segmentation
+    from dermdl.tasks.detection.layout import LAYOUT as COCO_LAYOUT
+    from dermdl.tasks.segmentation.layout import LAYOUT as MASK_LAYOUT, scan_segmentation
 
     root, out = Path(root), Path(out)
     _fresh(out, root)
     codes = list(params.segmentation.codes)
     value_map = ValueMap(params.segmentation.value_map(), len(codes))
-    names = datasets or (sorted(p.name for p in root.iterdir() if (p / "images").is_dir()) if root.is_dir() else [])
+    names = datasets or (sorted(p.name for p in root.iterdir() if (root / MASK_LAYOUT.image_dir(p.name)).is_dir())
+                         if root.is_dir() else [])
     items, report = scan_segmentation(root, names, value_map=params.segmentation.value_map(), check_images=True)
     if not report.ok or not names:
         raise ValueError(f"{root}: cannot convert:\n" + "\n".join(report.lines() or ["no datasets found"]))
@@ -133,9 +135,10 @@ def masks_to_coco(root: str | Path, out: str | Path, params: Any, datasets: list
                 images.append({"id": len(images) + 1, "file_name": item.path.name, "width": width, "height": height})
                 for obj in mask_to_objects(classes, len(codes), fmt, tolerance, min_area):
                     annotations.append({"id": len(annotations) + 1, "image_id": len(images), **obj})
-                (tmp / "images" / name).mkdir(parents=True, exist_ok=True)
-                shutil.copy2(item.path, tmp / "images" / name / item.path.name)
-            atomic_write_json(tmp / "annotations" / f"{name}.json",
+                image_path = tmp / COCO_LAYOUT.image_path(name, item.path.name)
+                image_path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(item.path, image_path)
+            atomic_write_json(tmp / COCO_LAYOUT.annotation_path(name),
                               {"images": images, "annotations": annotations, "categories": categories})
             summary[name] = {"images": len(images), "objects": len(annotations)}
     return summary
@@ -144,14 +147,17 @@ def masks_to_coco(root: str | Path, out: str | Path, params: Any, datasets: list
 def coco_to_masks(root: str | Path, out: str | Path, params: Any, datasets: list[str] | None = None) -> dict[str, Any]:
     """COCO detection layout under ``root`` -> segmentation layout under ``out`` (images copied)."""
     from dermdl.images import write_png
-    from dermdl.tasks.detection.layout import decode_target, scan_coco
+    from dermdl.tasks.detection.layout import LAYOUT as COCO_LAYOUT, decode_target, scan_coco
+    from dermdl.tasks.segmentation.layout import LAYOUT as MASK_LAYOUT
     from dermdl.tasks.segmentation.data import ValueMap
 
     root, out = Path(root), Path(out)
     _fresh(out, root)
     codes = list(params.segmentation.codes)
     value_map = ValueMap(params.segmentation.value_map(), len(codes))
-    names = datasets or (sorted(p.stem for p in (root / "annotations").glob("*.json")) if root.is_dir() else [])
+    annotations = root / Path(COCO_LAYOUT.annotation_path("*"))
+    names = datasets or (sorted(COCO_LAYOUT.dataset_name(p.name) for p in annotations.parent.glob(annotations.name))
+                         if root.is_dir() else [])
     items, categories, report = scan_coco(root, names, check_images=True)
     if not report.ok or not names:
         raise ValueError(f"{root}: cannot convert:\n" + "\n".join(report.lines() or ["no annotation files found"]))
@@ -173,9 +179,10 @@ def coco_to_masks(root: str | Path, out: str | Path, params: Any, datasets: list
                 ids = dict(zip(target["category_ids"], categories))
                 class_of = {cid: codes.index(cat) for cid, cat in ids.items()}
                 classes = objects_to_mask(target["annotations"], image["height"], image["width"], class_of)
-                (tmp / name / "images").mkdir(parents=True, exist_ok=True)
-                shutil.copy2(item.path, tmp / name / "images" / item.path.name)
-                write_png(tmp / name / "masks" / f"{stem}.png", value_map.to_stored(classes))
+                image_path = tmp / MASK_LAYOUT.image_path(name, item.path.name)
+                image_path.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(item.path, image_path)
+                write_png(tmp / MASK_LAYOUT.mask_path(name, item.path.name), value_map.to_stored(classes))
             summary[name] = {"images": len(stems)}
     return summary
 

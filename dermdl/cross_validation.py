@@ -16,7 +16,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from dermdl.arrays import PreparedImages
 from dermdl.bootstrap import format_value
@@ -24,17 +23,6 @@ from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.params import Params
 from dermdl.tasks import Task
 from dermdl.weak_labels import overall_values
-
-
-def concat_predictions(parts: list[Any]) -> Any:
-    """Join per-fold prediction containers: arrays (classification), lists (segmentation) or
-    ``{"images": [...], ...}`` dicts (detection), in fold order."""
-    first = parts[0]
-    if isinstance(first, np.ndarray):
-        return np.concatenate(parts)
-    if isinstance(first, dict):
-        return {**first, "images": [image for part in parts for image in part["images"]]}
-    return [item for part in parts for item in part]
 
 
 def summary_table(per_fold: list[dict[str, float]], pooled: dict) -> str:
@@ -95,7 +83,7 @@ def cross_validate(task: Task, params: Params, records: list[dict], classes: lis
             per_fold_full.append(task.analyze(fold_dir / "predictions", "held_out", config, params, fold_dir / "plots"))
             held_out += valid
             predictions.append(preds)
-        task.write_predictions(held_out, concat_predictions(predictions), config, tmp / "pooled", "out_of_fold")
+        task.write_predictions(held_out, task.concat_predictions(predictions), config, tmp / "pooled", "out_of_fold")
         pooled = task.analyze(tmp / "pooled", "out_of_fold", config, params, tmp / "pooled" / "plots")
         per_fold = [overall_values(m) for m in per_fold_full]
         spread = {name: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}

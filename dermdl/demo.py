@@ -20,10 +20,11 @@ import numpy as np
 from PIL import Image
 
 from dermdl.io import atomic_dir
+from dermdl.tasks import builtin_task_names, get_task
 
 CLASSES = ["melanoma", "nevus", "seborrheic_keratosis"]
 DATASETS = ["sl_train", "wl_train", "sl_test"]
-DETECTION_DATASETS = ["sl_train", "sl_test"]
+ANNOTATED_DATASETS = ["sl_train", "sl_test"]  # detection (COCO) layouts: no weakly labelled set
 NEGATIVE = "negative"
 CHROMA = 0.5  # how far each lesion's mean hue is pulled to the shared target (brightness: fully)
 
@@ -252,38 +253,44 @@ def generate_demo(out: Path, seed: int = 0, size: int = 128, n_train: int = 80, 
     byte-identical for a given seed and independent of generation order.
     """
     counts = {"sl_train": n_train, "wl_train": n_weak, "sl_test": n_test}
-    summary: dict = {"seed": seed, "size": size, "classes": list(CLASSES),
-                     "classification": {}, "segmentation": {}, "detection": {}}
+    layouts = {name: get_task(name).layout for name in builtin_task_names()}
+    summary: dict = {"seed": seed, "size": size, "classes": list(CLASSES)} | {name: {} for name in layouts}
     with atomic_dir(out) as tmp:
         for d, ds in enumerate(DATASETS):
-            images, anns = [], []
+            # layouts with annotation files (COCO) get the annotated sets only, plus lesion-free images
+            annotated = [n for n, layout in layouts.items() if layout.annotations and ds in ANNOTATED_DATASETS]
+            coco: dict[str, tuple[list, list]] = {n: ([], []) for n in annotated}
             jobs = [(c, cls, i) for c, cls in enumerate(CLASSES) for i in range(counts[ds])]
-            if ds in DETECTION_DATASETS:
+            if annotated:
                 jobs += [(len(CLASSES), None, i) for i in range(n_negative)]
             for c, cls, i in jobs:
                 img, mask = render(np.random.default_rng([seed, d, c, i]), size, cls)
                 name = f"{cls or NEGATIVE}_{ds}_{i:04d}.png"
                 png = _png(img)
-                if cls is not None:
-                    _write(tmp / "classification" / ds / cls / name, png)
-                    _write(tmp / "segmentation" / ds / "images" / name, png)
-                    _write(tmp / "segmentation" / ds / "masks" / name, _png(mask))
-                if ds in DETECTION_DATASETS:
-                    _write(tmp / "detection" / "images" / ds / name, png)
-                    images.append({"id": len(images) + 1, "file_name": name, "width": size, "height": size})
-                    if cls is not None:
-                        anns.append({"id": len(anns) + 1, "image_id": len(images),
-                                     "category_id": c + 1, **coco_annotation(mask)})
-            summary["classification"][ds] = {cls: counts[ds] for cls in CLASSES}
-            summary["segmentation"][ds] = counts[ds] * len(CLASSES)
-            if ds in DETECTION_DATASETS:
-                coco = {"images": images, "annotations": anns,
-                        "categories": [{"id": k + 1, "name": n, "supercategory": "lesion"}
-                                       for k, n in enumerate(CLASSES)]}
-                _write(tmp / "detection" / "annotations" / f"{ds}.json",
-                       (json.dumps(coco, indent=1) + "\n").encode())
-                summary["detection"][ds] = {"images": len(images), "annotations": len(anns),
-                                            "negatives": n_negative}
+                for task, layout in layouts.items():
+                    if task in coco:
+                        images, anns = coco[task]
+                        _write(tmp / task / layout.image_path(ds, name), png)
+                        images.append({"id": len(images) + 1, "file_name": name, "width": size, "height": size})
+                        if cls is not None:
+                            anns.append({"id": len(anns) + 1, "image_id": len(images),
+                                         "category_id": c + 1, **coco_annotation(mask)})
+                    elif cls is not None and not layout.annotations:
+                        _write(tmp / task / layout.image_path(ds, name, cls), png)
+                        if layout.mask:
+                            _write(tmp / task / layout.mask_path(ds, name), _png(mask))
+            for task, layout in layouts.items():
+                if task in coco:
+                    images, anns = coco[task]
+                    document = {"images": images, "annotations": anns,
+                                "categories": [{"id": k + 1, "name": n, "supercategory": "lesion"}
+                                               for k, n in enumerate(CLASSES)]}
+                    _write(tmp / task / layout.annotation_path(ds), (json.dumps(document, indent=1) + "\n").encode())
+                    summary[task][ds] = {"images": len(images), "annotations": len(anns), "negatives": n_negative}
+                elif layout.mask:
+                    summary[task][ds] = counts[ds] * len(CLASSES)
+                elif not layout.annotations:
+                    summary[task][ds] = {cls: counts[ds] for cls in CLASSES}
     return summary
 
 

@@ -13,7 +13,6 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-TASKS = ("classification", "segmentation", "detection")
 RESIZE_POLICIES = ("squish", "pad", "crop")
 
 
@@ -257,7 +256,7 @@ class AnalyzeParams(_Section):
 class Params(_Section):
     """The whole of params.yaml."""
 
-    task: Literal["classification", "segmentation", "detection"] = "classification"
+    task: str = "classification"  # a package in dermdl/tasks/ or a registered task (dermdl.tasks.task_names)
     out_dir: str = "outputs"
     data: DataParams = DataParams()
     demo: DemoParams = DemoParams()
@@ -268,24 +267,35 @@ class Params(_Section):
     infer: InferParams = InferParams()
     analyze: AnalyzeParams = AnalyzeParams()
 
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        from dermdl.tasks import task_names
+
+        if value not in task_names():
+            raise ValueError(f"unknown task {value!r}; use one of {', '.join(task_names())}")
+        return value
+
     @model_validator(mode="after")
     def _task_supports(self) -> Params:
-        """Procedures that have no meaning for a task fail at load time, not after preprocessing."""
+        """Procedures a task does not support fail at load time, not after preprocessing; the task says
+        which (dermdl.tasks.Capabilities) and why."""
+        from dermdl.tasks import get_task
+
         train = self.train
-        if self.task == "detection":
-            bad = [k for k, on in (("mixup", train.mixup), ("progressive_resizing", train.progressive_resizing),
-                                   ("oversample", train.oversample)) if on]
-            if bad:
-                raise ValueError(f"train.{', train.'.join(bad)}: not available for detection (boxes do not mix or "
-                                 "resize with the images here); remove them or choose another task")
-        if self.task == "detection" and self.infer.tta not in ("none", "auto"):
-            raise ValueError("infer.tta: test-time augmentation is not available for detection (flipped boxes "
-                             "would need merging); set infer.tta: none")
+        capabilities = get_task(self.task).capabilities
+        asked = {"mixup": train.mixup, "progressive_resizing": train.progressive_resizing, "oversample": train.oversample}
+        bad = [key for key, on in asked.items() if on and not capabilities.supports(key)]
+        if bad:
+            reasons = "; ".join(dict.fromkeys(capabilities.why_not(key) for key in bad))
+            raise ValueError(f"train.{', train.'.join(bad)}: not available for {self.task} ({reasons}); remove them "
+                             "or choose another task")
+        if self.infer.tta not in ("none", "auto") and not capabilities.supports("tta"):
+            raise ValueError(f"infer.tta: test-time augmentation is not available for {self.task} "
+                             f"({capabilities.why_not('tta')}); set infer.tta: none")
         if train.weak_labels != "none" and not self.data.wl_train:
             raise ValueError(f"train.weak_labels={train.weak_labels} needs weakly labelled datasets: name them in "
                              "data.wl_train, or set train.weak_labels: none")
-        if self.task == "segmentation" and train.oversample:
-            raise ValueError("train.oversample: segmentation images have no class to balance; set it to false")
         return self
 
     @property
@@ -319,10 +329,12 @@ RETIRED_KEYS = {
 
 
 def resolved_tta(tta: str, task: str) -> str:
-    """``auto`` -> the 8 dihedral views, or none where the task cannot average views (detection)."""
+    """``auto`` -> the 8 dihedral views, or none where the task cannot average views."""
     if tta != "auto":
         return tta
-    return "none" if task == "detection" else "dihedral"
+    from dermdl.tasks import get_task
+
+    return "dihedral" if get_task(task).capabilities.supports("tta") else "none"
 
 
 def _describe(error: dict[str, Any]) -> str:

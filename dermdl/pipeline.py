@@ -73,9 +73,7 @@ def _fingerprint(params: Params, items: list) -> str:
 
     settings = {"format": FORMAT, "task": params.task, "root": str(Path(params.data.root).resolve()),
                 "datasets": _all_datasets(params), "size": params.preprocess.size, "resize": params.preprocess.resize,
-                "color_constancy": params.preprocess.color_constancy,
-                "segmentation": [params.segmentation.codes, params.segmentation.value_map()],
-                "clip_boxes": params.detection.clip_boxes}
+                "color_constancy": params.preprocess.color_constancy} | get_task(params.task).prepare_settings(params)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for item in items:
         digest.update(f"{item.dataset}|{item.path}|{_file_identity(item.path)}|{item.target}|"

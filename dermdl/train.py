@@ -150,7 +150,7 @@ class Session:
             learn.to_bf16()
         elif self.precision == "fp16":
             learn.to_fp16()
-        if self.params.train.channels_last and self.task.name != "detection":
+        if self.params.train.channels_last and self.task.capabilities.supports("channels_last"):
             learn.model.to(memory_format=torch.channels_last)
 
     def find_lr(self, learn) -> float:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dermdl.importer.layouts import _refuse_unsafe_out, write
-from dermdl.importer.spec import BOX_FORMATS, ImportProblems, ImportSpec, LAYOUTS, MARKER, PRESETS, Row
+from dermdl.importer.spec import BOX_FORMATS, ImportProblems, ImportSpec, MARKER, PRESETS, Row
 from dermdl.importer.table import check_files, plan, read_rows
 
 

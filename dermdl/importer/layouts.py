@@ -15,6 +15,8 @@ from dermdl.images import open_mask
 from dermdl.importer.spec import ImportSpec, MARKER, Row
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.layout.report import Report
+from dermdl.layout.schema import LayoutSchema
+from dermdl.tasks import get_task
 
 # --- writing ----------------------------------------------------------------------------------------------
 
@@ -91,28 +93,23 @@ def write(spec: ImportSpec, rows: list[Row], layouts: tuple[str, ...]) -> dict[s
     by_dataset = {n: sorted((r for r in rows if r.dataset == n), key=lambda r: (r.label, r.name)) for n in names}
     how: Counter[str] = Counter()
     with atomic_dir(spec.out) as tmp:
-        for layout in layouts:
-            root = tmp / layout
+        for layout_name in layouts:
+            layout = get_task(layout_name).layout
+            root = tmp / layout_name
             root.mkdir()
             for name, members in by_dataset.items():
-                if layout == "classification":
-                    for r in members:
-                        how[_place(r.source, root / name / r.label / r.name, spec.copy)] += 1
-                elif layout == "segmentation":
-                    for r in members:
-                        how[_place(r.source, root / name / "images" / r.name, spec.copy)] += 1
-                        _write_mask(r, root / name / "masks" / f"{Path(r.name).stem}.png", spec.copy)
-                else:
-                    members = sorted(members, key=lambda r: r.name)
-                    for r in members:
-                        how[_place(r.source, root / "images" / name / r.name, spec.copy)] += 1
+                if layout.annotations:
+                    members = sorted(members, key=lambda r: r.name)  # COCO image ids follow file names
+                for r in members:
+                    how[_place(r.source, root / layout.image_path(name, r.name, r.label), spec.copy)] += 1
+                    if layout.mask:
+                        _write_mask(r, root / layout.mask_path(name, r.name), spec.copy)
+                if layout.annotations:
                     categories = [spec.single_class] if spec.single_class else sorted({r.label for r in rows})
-                    atomic_write_json(root / "annotations" / f"{name}.json", _coco(members, spec, categories))
+                    atomic_write_json(root / layout.annotation_path(name), _coco(members, spec, categories))
             if spec.group:
-                def path_of(r: Row, layout: str = layout) -> str:
-                    return {"classification": f"{r.dataset}/{r.label}/{r.name}",
-                            "segmentation": f"{r.dataset}/images/{r.name}",
-                            "detection": f"images/{r.dataset}/{r.name}"}[layout]
+                def path_of(r: Row, layout: LayoutSchema = layout) -> str:
+                    return layout.image_path(r.dataset, r.name, r.label)
 
                 ordered = [r for n in names for r in by_dataset[n]]
                 atomic_write_text(root / "groups.csv", _groups_csv(ordered, path_of, spec))

@@ -11,9 +11,11 @@ from typing import Any
 from dermdl.grouped_split import group_split
 from dermdl.images import ImageError, is_image_file, open_mask, open_rgb
 from dermdl.importer.spec import (
-    BOX_FORMATS, ImportSpec, LAYOUTS, Row, _dialect, _line_of, _number, _resolve, _safe_folder_name, _where,
+    BOX_FORMATS, ImportSpec, Row, _dialect, _line_of, _number, _resolve, _safe_folder_name, _where,
 )
 from dermdl.layout.report import Report
+from dermdl.layout.schema import LayoutSchema
+from dermdl.tasks import get_task, task_names
 
 def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
     """Parse the CSV; every header and row problem goes to ``report`` (with its line number)."""
@@ -201,6 +203,16 @@ def _output_names(rows: list[Row], spec: ImportSpec) -> None:
             row.name = f"line{row.line}__{row.name}"
 
 
+def _needs(layout: LayoutSchema, spec: ImportSpec) -> str | None:
+    """What the table lacks for a layout (None: it can be built): masks need a mask column, annotation
+    files need box columns or a mask to derive boxes from."""
+    if layout.mask and not spec.mask:
+        return "a mask column"
+    if layout.annotations and not (spec.boxes or spec.mask):
+        return "box columns or a mask column"
+    return None
+
+
 def plan(spec: ImportSpec) -> tuple[list[Row], tuple[str, ...], Report]:
     """Read, check and split: (rows with their dataset, layouts to build, report). Writes nothing."""
     report = Report()
@@ -212,21 +224,21 @@ def plan(spec: ImportSpec) -> tuple[list[Row], tuple[str, ...], Report]:
         report.add(spec.csv, f"dataset names {names} must be distinct folder names", "choose other --*-name values")
     if spec.box_format not in BOX_FORMATS:
         report.add(spec.csv, f"unknown box format {spec.box_format!r}", f"use one of {', '.join(BOX_FORMATS)}")
-    possible = ["classification"] + (["segmentation"] if spec.mask else []) + (
-        ["detection"] if spec.boxes or spec.mask else [])
+    known = task_names()
+    possible = [name for name in known if _needs(get_task(name).layout, spec) is None]
     layouts = tuple(spec.layouts) if spec.layouts else tuple(possible)
     for layout in layouts:
-        if layout not in LAYOUTS:
-            report.add(spec.csv, f"unknown layout {layout!r}", f"use {', '.join(LAYOUTS)}")
+        if layout not in known:
+            report.add(spec.csv, f"unknown layout {layout!r}", f"use {', '.join(known)}")
         elif layout not in possible:
-            need = "a mask column" if layout == "segmentation" else "box columns or a mask column"
-            report.add(spec.csv, f"the {layout} layout needs {need}",
+            report.add(spec.csv, f"the {layout} layout needs {_needs(get_task(layout).layout, spec)}",
                        "pass --mask-column / --box-columns, or leave the layout out")
     if not report.ok:
         return [], layouts, report
     rows = read_rows(spec, report)
     if rows:  # decode the rows that parsed, even when others did not: every problem is reported at once
-        check_files(spec, rows, report, want_mask_boxes="detection" in layouts and not spec.boxes)
+        annotated = any(get_task(layout).layout.annotations for layout in layouts)
+        check_files(spec, rows, report, want_mask_boxes=annotated and not spec.boxes)
     if not report.ok:
         report.problems.sort(key=lambda p: _line_of(p.path, spec))
         return [], layouts, report
@@ -234,7 +246,7 @@ def plan(spec: ImportSpec) -> tuple[list[Row], tuple[str, ...], Report]:
     datasets = group_split([r.label for r in rows], [r.group for r in rows], spec.shares(), spec.seed)
     for row, dataset in zip(rows, datasets):
         row.dataset = dataset
-    if "classification" in layouts:
+    for layout in [name for name in layouts if get_task(name).layout.class_folders]:
         present = Counter((r.dataset, r.label) for r in rows)
         used = [n for n in names if any(r.dataset == n for r in rows)]
         for label in sorted({r.label for r in rows}):
@@ -243,7 +255,7 @@ def plan(spec: ImportSpec) -> tuple[list[Row], tuple[str, ...], Report]:
                 n_groups = len({r.group for r in rows if r.label == label})
                 report.add(_where(spec, min(r.line for r in rows if r.label == label)),
                            f"label '{label}' has {n_groups} group(s), too few to appear in every dataset "
-                           f"(none in {', '.join(lacking)}); the classification layout needs every label in "
+                           f"(none in {', '.join(lacking)}); the {layout} layout needs every label in "
                            f"every dataset ({', '.join(used)})",
                            "add images of this label, merge it with another label, lower the number of datasets "
                            "(--weak-size 0), or build only --layouts segmentation detection")

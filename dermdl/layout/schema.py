@@ -39,6 +39,19 @@ class LayoutSchema:
         if "{name}" not in self.image:
             raise ValueError(f"layout pattern {self.image!r}: the image path needs {{name}}")
 
+    @property
+    def class_folders(self) -> bool:
+        """Images sit in one folder per class, so every class must exist in every dataset."""
+        return "label" in _fields(self.image)
+
+    def dataset_name(self, name: str) -> str:
+        """A dataset named by its annotation file (``sl_train.json``) -> the dataset (``sl_train``)."""
+        if self.annotations and self.annotations.endswith("{dataset}" + Path(self.annotations).suffix):
+            suffix = Path(self.annotations).suffix
+            if suffix and name.lower().endswith(suffix.lower()):
+                return name[: -len(suffix)]
+        return name
+
     def image_path(self, dataset: str, name: str, label: str = "") -> str:
         return self.image.format(dataset=dataset, label=label, name=name, stem=Path(name).stem)
 

@@ -51,7 +51,7 @@ from __future__ import annotations
 from dermdl.leaks.check import (
     Leak, LeakCheck, check_layout, check_params, default_workers, find_leaks, print_check, run_cli,
 )
-from dermdl.leaks.groups import Groups, LAYOUT_IMAGE_DIRS, VARIANT_NAMES, dataset_images, detect_task
+from dermdl.leaks.groups import Groups, VARIANT_NAMES, dataset_images, detect_task, image_folder
 from dermdl.leaks.hashes import Fingerprint, fingerprint, fingerprints
 from dermdl.leaks.tuning import (
     BANDPASS, CANDIDATES_PER_TEST, CANDIDATES_PER_TRAIN, CANDIDATES_PHASH, COARSE, COARSE_TEMPLATE, COLOUR_BLUR,

@@ -11,7 +11,7 @@ from typing import Any
 
 from dermdl.images import ImageError
 from dermdl.layout.report import Report
-from dermdl.leaks.groups import Groups, LAYOUT_IMAGE_DIRS, VARIANT_NAMES, dataset_images, detect_task
+from dermdl.leaks.groups import Groups, VARIANT_NAMES, dataset_images, detect_task, image_folder
 from dermdl.leaks.hashes import fingerprints
 from dermdl.leaks.tuning import KINDS, NEAR_COLOUR, NEAR_NCC, NEAR_NCC_SAME_COLOUR, SAME_COLOUR
 from dermdl.leaks.verify import near_duplicates
@@ -187,7 +187,7 @@ def check_layout(root: str | os.PathLike, task: str | None, train_sets: Sequence
             images = dataset_images(root, task, name)
             if images is None:
                 if report_missing:
-                    folder = LAYOUT_IMAGE_DIRS[task].format(root=root.as_posix(), dataset=name)
+                    folder = image_folder(root, task, name).as_posix()
                     problems.add(folder, f"dataset '{name}' has no image folder (layout: {task})",
                                  "check the data root and the dataset names")
                 continue

@@ -12,26 +12,24 @@ from dermdl.layout.report import Report
 
 # --- images of a layout, groups ------------------------------------------------------------------------
 
-LAYOUT_IMAGE_DIRS = {
-    "classification": "{root}/{dataset}",          # <root>/<dataset>/<class>/<image>
-    "segmentation": "{root}/{dataset}/images",     # <root>/<dataset>/images/<image>
-    "detection": "{root}/images/{dataset}",        # <root>/images/<dataset>/<file_name>
-}
 VARIANT_NAMES = ("as is", "mirrored left-right", "rotated 90 degrees", "rotated 90 degrees and mirrored",
                  "rotated 180 degrees", "flipped upside down", "rotated 270 degrees",
                  "rotated 270 degrees and mirrored")
 
 
 def detect_task(root: str | os.PathLike, datasets: Sequence[str]) -> str:
-    """Guess the layout of ``root``: detection (annotations/ + images/), segmentation (images/ + masks/
-    inside each dataset) or classification."""
-    root = Path(root)
-    if (root / "annotations").is_dir() and (root / "images").is_dir():
-        return "detection"
-    present = [d for d in datasets if (root / d).is_dir()]
-    if present and all((root / d / "images").is_dir() and (root / d / "masks").is_dir() for d in present):
-        return "segmentation"
-    return "classification"
+    """Guess the layout of ``root``: the most specific task layout whose folders are there."""
+    from dermdl.tasks import detect_layout
+
+    return detect_layout(Path(root), list(datasets))
+
+
+def image_folder(root: str | os.PathLike, task: str, dataset: str) -> Path:
+    """The folder that holds one dataset's images in the task's layout."""
+    from dermdl.tasks import get_task
+
+    layout = get_task(task).layout
+    return Path(root) / layout.image_dir(layout.dataset_name(dataset))
 
 
 def _walk(folder: Path) -> list[Path]:
@@ -45,9 +43,7 @@ def _walk(folder: Path) -> list[Path]:
 
 def dataset_images(root: str | os.PathLike, task: str, dataset: str) -> list[Path] | None:
     """The images of one dataset of a layout; None when its image folder does not exist."""
-    if task == "detection" and dataset.lower().endswith(".json"):   # sl_train.json names the set sl_train
-        dataset = dataset[:-5]
-    folder = Path(LAYOUT_IMAGE_DIRS[task].format(root=Path(root).as_posix(), dataset=dataset))
+    folder = image_folder(root, task, dataset)
     return _walk(folder) if folder.is_dir() else None
 
 

@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
-from dermdl.tasks import Task
-from dermdl.tasks.classification.analyze import analyze
-from dermdl.tasks.classification.data import dataloaders, prepare_item
-from dermdl.tasks.classification.layout import scan
-from dermdl.tasks.classification.losses import loss_and_metrics
-from dermdl.tasks.classification.metrics import format_table
-from dermdl.tasks.classification.model import build_model, config_extra
-from dermdl.tasks.classification.predict import predict, pseudo_label, write_predictions
+from dermdl.tasks import Capabilities, Lazy, TaskPlugin
+from dermdl.tasks.classification.layout import LAYOUT
 
-TASK = Task(
+
+def _part(module: str, attribute: str) -> Lazy:
+    return Lazy(f"{__name__}.{module}", attribute)
+
+
+TASK = TaskPlugin(
     name="classification",
-    scan=scan,
-    prepare_item=prepare_item,
-    dataloaders=dataloaders,
-    build_model=build_model,
-    loss_and_metrics=loss_and_metrics,
-    predict=predict,
-    pseudo_label=pseudo_label,
-    write_predictions=write_predictions,
-    analyze=analyze,
-    table=format_table,
-    config_extra=config_extra,
+    layout=LAYOUT,
+    capabilities=Capabilities(),  # every procedure of the core applies
+    scan=_part("layout", "scan"),
+    prepare_item=_part("data", "prepare_item"),
+    dataloaders=_part("data", "dataloaders"),
+    build_model=_part("model", "build_model"),
+    loss_and_metrics=_part("losses", "loss_and_metrics"),
+    predict=_part("predict", "predict"),
+    concat_predictions=_part("predict", "concat_predictions"),
+    pseudo_label=_part("predict", "pseudo_label"),
+    write_predictions=_part("predict", "write_predictions"),
+    analyze=_part("analyze", "analyze"),
+    table=_part("metrics", "format_table"),
+    config_extra=_part("model", "config_extra"),
 )

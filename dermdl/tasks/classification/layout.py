@@ -29,6 +29,10 @@ from dermdl.images import IMAGE_SUFFIXES, MAX_PIXELS, check_image, is_image_file
 from dermdl.layout.datasets import dataset_dirs, list_entries
 from dermdl.layout.items import Item
 from dermdl.layout.report import Report
+from dermdl.layout.schema import LayoutSchema
+
+#: where this layout keeps its files (the one definition: checker, leak check, importer, demo, convert)
+LAYOUT = LayoutSchema(image="{dataset}/{label}/{name}")
 
 _REMOVE = "remove it or move it out of the dataset folder"
 _SUFFIX_TEXT = ", ".join(sorted(IMAGE_SUFFIXES))

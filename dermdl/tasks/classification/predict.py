@@ -55,3 +55,8 @@ def write_predictions(records: Sequence[dict], probs: np.ndarray, config: ModelC
     for index, cls in enumerate(config.classes):
         frame[f"prob_{cls}"] = probs[:, index] if len(probs) else []
     return atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False, float_format="%.6f"))
+
+
+def concat_predictions(parts: list[np.ndarray]) -> np.ndarray:
+    """Cross-validation folds' probabilities, in fold order."""
+    return np.concatenate(parts)

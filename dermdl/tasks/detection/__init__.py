@@ -2,50 +2,41 @@
 
 Predicts a box, a class and a score for every object, with torchvision detectors (Faster R-CNN,
 RetinaNet) trained by the shared fastai core; evaluated with COCO AP and bootstrap CIs.
-
-``TASK`` is built on first use (module ``__getattr__``), not on import: :mod:`dermdl.params` imports
-:mod:`dermdl.tasks.detection.model` to check ``detection.model``, which runs this file, and loading
-every params.yaml must not import fastai (:mod:`~dermdl.tasks.detection.losses`) for that.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dermdl.tasks import Capabilities, Lazy, TaskPlugin
+from dermdl.tasks.detection.layout import LAYOUT
 
-if TYPE_CHECKING:
-    from dermdl.tasks import Task
-
-
-def _task() -> Task:
-    from dermdl.tasks import Task
-    from dermdl.tasks.detection.analyze import analyze
-    from dermdl.tasks.detection.data import dataloaders, prepare_item
-    from dermdl.tasks.detection.layout import scan
-    from dermdl.tasks.detection.losses import callbacks, loss_and_metrics
-    from dermdl.tasks.detection.metrics import format_table
-    from dermdl.tasks.detection.model import build_model, config_extra, splitter
-    from dermdl.tasks.detection.predict import predict, pseudo_label, write_predictions
-
-    return Task(
-        name="detection",
-        scan=scan,
-        prepare_item=prepare_item,
-        dataloaders=dataloaders,
-        build_model=build_model,
-        loss_and_metrics=loss_and_metrics,
-        predict=predict,
-        pseudo_label=pseudo_label,
-        write_predictions=write_predictions,
-        analyze=analyze,
-        table=format_table,
-        splitter=splitter,
-        callbacks=callbacks,
-        config_extra=config_extra,
-    )
+_BOXES = "boxes do not mix or resize with the images here"
 
 
-def __getattr__(name: str):
-    if name == "TASK":
-        task = globals()["TASK"] = _task()
-        return task
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+def _part(module: str, attribute: str) -> Lazy:
+    return Lazy(f"{__name__}.{module}", attribute)
+
+
+TASK = TaskPlugin(
+    name="detection",
+    layout=LAYOUT,
+    capabilities=Capabilities(unsupported={
+        "mixup": _BOXES, "progressive_resizing": _BOXES, "oversample": _BOXES,
+        "tta": "flipped boxes would need merging",
+        "channels_last": "torchvision detectors take lists of differently sized images",
+    }),
+    scan=_part("layout", "scan"),
+    prepare_item=_part("data", "prepare_item"),
+    prepare_settings=_part("data", "prepare_settings"),
+    dataloaders=_part("data", "dataloaders"),
+    build_model=_part("model", "build_model"),
+    loss_and_metrics=_part("losses", "loss_and_metrics"),
+    predict=_part("predict", "predict"),
+    concat_predictions=_part("predict", "concat_predictions"),
+    pseudo_label=_part("predict", "pseudo_label"),
+    write_predictions=_part("predict", "write_predictions"),
+    analyze=_part("analyze", "analyze"),
+    table=_part("metrics", "format_table"),
+    splitter=_part("model", "splitter"),
+    callbacks=_part("losses", "callbacks"),
+    config_extra=_part("model", "config_extra"),
+)

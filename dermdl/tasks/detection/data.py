@@ -126,3 +126,8 @@ def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str]
     dls.path = Path(path)
     dls.category_ids = list(train[0].get("category_ids") or range(1, len(classes) + 1))
     return dls
+
+
+def prepare_settings(params: Any) -> dict[str, Any]:
+    """What the prepared boxes depend on besides the annotations (preprocess fingerprint)."""
+    return {"clip_boxes": params.detection.clip_boxes}

@@ -28,6 +28,10 @@ from PIL import Image
 from dermdl.images import IMAGE_SUFFIXES, MAX_PIXELS, check_image, is_ignored, is_image_file
 from dermdl.layout.items import Item
 from dermdl.layout.report import Report
+from dermdl.layout.schema import LayoutSchema
+
+#: where this layout keeps its files (the one definition: checker, leak check, importer, demo, convert)
+LAYOUT = LayoutSchema(image="images/{dataset}/{name}", annotations="annotations/{dataset}.json")
 
 TOP_LEVEL_KEYS = ("images", "annotations", "categories")
 _TOLERANCE = 1e-3  # pixels: float round-off in annotation tools is not "outside the image"
@@ -36,7 +40,7 @@ _SUFFIX_TEXT = ", ".join(sorted(IMAGE_SUFFIXES))
 
 def dataset_stem(name: str) -> str:
     """``sl_train.json`` -> ``sl_train``; other names unchanged."""
-    return name[:-5] if name.lower().endswith(".json") else name
+    return LAYOUT.dataset_name(name)
 
 
 def decode_target(target: str) -> dict[str, Any]:
@@ -58,8 +62,8 @@ class _Checker:
     def __init__(self, root: Path, name: str, report: Report, clip_boxes: bool):
         self.root, self.name, self.report, self.clip_boxes = root, name, report, clip_boxes
         self.stem = dataset_stem(name)
-        self.json_path = root / "annotations" / f"{self.stem}.json"
-        self.image_dir = root / "images" / self.stem
+        self.json_path = root / LAYOUT.annotation_path(self.stem)
+        self.image_dir = root / LAYOUT.image_dir(self.stem)
 
     def where(self, jpath: str = "") -> str:
         return f"{self.json_path}: {jpath}" if jpath else str(self.json_path)
@@ -372,10 +376,10 @@ def scan_coco(root: str | os.PathLike, datasets: list[str], check_images: bool =
     for name in datasets:
         stem = dataset_stem(name)
         if not stem or stem in (".", "..") or "/" in stem or "\\" in stem:
-            report.add(root / "annotations" / name, f"dataset name {name!r} is not a single file name",
+            report.add(root / LAYOUT.annotation_path(name).rsplit("/", 1)[0] / name, f"dataset name {name!r} is not a single file name",
                        "name the dataset after its annotation file, e.g. sl_train or sl_train.json")
         elif stem in seen:
-            report.add(root / "annotations" / f"{stem}.json", f"dataset '{stem}' is listed twice "
+            report.add(root / LAYOUT.annotation_path(stem), f"dataset '{stem}' is listed twice "
                        f"('{seen[stem]}' and '{name}')", "list each dataset only once")
         else:
             seen[stem] = name

@@ -124,3 +124,8 @@ def write_predictions(records: Sequence[dict], predictions: dict, config: ModelC
     else:
         atomic_write_json(out_dir / f"{name}_images.json", {"images": images, "categories": categories})
     return atomic_write_json(out_dir / f"{name}.json", results)
+
+
+def concat_predictions(parts: list[dict]) -> dict:
+    """Cross-validation folds' ``{"images": [...], ...}`` predictions, in fold order."""
+    return {**parts[0], "images": [image for part in parts for image in part["images"]]}

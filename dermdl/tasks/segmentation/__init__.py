@@ -5,38 +5,30 @@ The plug-in for the shared core (see :class:`dermdl.tasks.Task`); user documenta
 
 from __future__ import annotations
 
-from typing import Any
-
-from dermdl.tasks import Task
-from dermdl.tasks.segmentation.analyze import analyze
-from dermdl.tasks.segmentation.data import config_extra, dataloaders, prepare_item, target_array
-from dermdl.tasks.segmentation.layout import scan
-from dermdl.tasks.segmentation.metrics import format_table
-from dermdl.tasks.segmentation.model import build_model, splitter
-from dermdl.tasks.segmentation.predict import predict, pseudo_label, write_predictions
+from dermdl.tasks import Capabilities, Lazy, TaskPlugin
+from dermdl.tasks.segmentation.layout import LAYOUT
 
 
-def loss_and_metrics(params: Any, classes: list[str], train_records: list[dict]):
-    """:func:`dermdl.tasks.segmentation.losses.loss_and_metrics`, imported when training starts
-    (fastai is slow to import; preprocess workers skip it)."""
-    from dermdl.tasks.segmentation import losses
-
-    return losses.loss_and_metrics(params, classes, train_records)
+def _part(module: str, attribute: str) -> Lazy:
+    return Lazy(f"{__name__}.{module}", attribute)
 
 
-TASK = Task(
+TASK = TaskPlugin(
     name="segmentation",
-    scan=scan,
-    prepare_item=prepare_item,
-    dataloaders=dataloaders,
-    build_model=build_model,
-    loss_and_metrics=loss_and_metrics,
-    predict=predict,
-    pseudo_label=pseudo_label,
-    write_predictions=write_predictions,
-    analyze=analyze,
-    table=format_table,
-    splitter=splitter,
-    config_extra=config_extra,
-    target_array=target_array,
+    layout=LAYOUT,
+    capabilities=Capabilities(unsupported={"oversample": "its images have no class to balance"}),
+    scan=_part("layout", "scan"),
+    prepare_item=_part("data", "prepare_item"),
+    target_array=_part("data", "target_array"),
+    prepare_settings=_part("data", "prepare_settings"),
+    dataloaders=_part("data", "dataloaders"),
+    build_model=_part("model", "build_model"),
+    loss_and_metrics=_part("losses", "loss_and_metrics"),
+    predict=_part("predict", "predict"),
+    pseudo_label=_part("predict", "pseudo_label"),
+    write_predictions=_part("predict", "write_predictions"),
+    analyze=_part("analyze", "analyze"),
+    table=_part("metrics", "format_table"),
+    splitter=_part("model", "splitter"),
+    config_extra=_part("data", "config_extra"),
 )

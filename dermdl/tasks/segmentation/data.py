@@ -189,6 +189,11 @@ def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str]
     return array_dataloaders(train, valid, Masks, all_params, norm, augmentation(all_params.train))
 
 
+def prepare_settings(params: Any) -> dict[str, Any]:
+    """What the prepared class-id maps depend on besides the images (preprocess fingerprint)."""
+    return {"segmentation": [params.segmentation.codes, params.segmentation.value_map()]}
+
+
 def target_array(params: Any) -> MaskTarget:
     """Preprocess stacks each prepared mask's class ids (padding = class 0) into ``targets.npy``."""
     return MaskTarget(value_map(params).to_json(), len(params.segmentation.codes))

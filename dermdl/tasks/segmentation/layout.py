@@ -32,8 +32,13 @@ from dermdl.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_image, i
 from dermdl.layout.datasets import dataset_dirs, list_entries
 from dermdl.layout.items import Item
 from dermdl.layout.report import Report
+from dermdl.layout.schema import LayoutSchema
 
-IMAGES, MASKS = "images", "masks"
+#: where this layout keeps its files (the one definition: checker, leak check, importer, demo, convert)
+LAYOUT = LayoutSchema(image="{dataset}/images/{name}", mask="{dataset}/masks/{stem}.png")
+
+# the folder names inside a dataset folder, as the schema above defines them
+IMAGES, MASKS = Path(LAYOUT.image_dir("d")).name, Path(LAYOUT.mask_dir("d")).name
 _REMOVE = "remove it or move it out of the dataset folder"
 _SUFFIX_TEXT = ", ".join(sorted(IMAGE_SUFFIXES))
 _MAX_LISTED_VALUES = 8
