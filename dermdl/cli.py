@@ -304,8 +304,7 @@ def run(argv: list[str] | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: known failures print one clear message (no traceback) and exit non-zero."""
-    from dermdl.params import ParamsError
-    from dermdl.pipeline import StageError
+    from dermdl.errors import ParamsError, StageError
 
     try:
         return run(argv)

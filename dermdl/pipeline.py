@@ -22,16 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from dermdl.bootstrap import point_values
+from dermdl.errors import StageError
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.layout.report import Report
 from dermdl.params import Params
 from dermdl.tasks import get_task
 
 MANIFEST = "manifest.json"
-
-
-class StageError(RuntimeError):
-    """A stage cannot run on these inputs; the message says which file and how to fix it."""
 
 
 def _roles(params: Params) -> dict[str, tuple[str, ...]]:
@@ -50,7 +47,9 @@ def validate(params: Params) -> Report:
     """Check every dataset named in params; write the JSON report; print one line per problem."""
     task = get_task(params.task)
     _items, classes, report = task.scan(params, _all_datasets(params), check_images=True)
-    from dermdl.leaks import check_params  # train/test duplicates, shared groups (errors unless data.allow_leaks)
+    from dermdl.leaks import (
+        check_params,  # train/test duplicates, shared groups (errors unless data.allow_leaks)
+    )
 
     leaks = check_params(params)
     report.extend(leaks.report)
@@ -224,12 +223,11 @@ def _round_evaluator(task, params: Params, manifest: dict, rounds_dir: Path):
 
 def train(params: Params) -> dict[str, Any]:
     """Split sl_train (stratified, grouped), optionally cross-validate, train, save the model."""
+    from dermdl import distributed
     from dermdl.io import atomic_file
     from dermdl.models import save_model
     from dermdl.train import fit
     from dermdl.weak_labels import rounds_table
-
-    from dermdl import distributed
 
     task = get_task(params.task)
     manifest = load_manifest(params)

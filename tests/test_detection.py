@@ -16,7 +16,8 @@ from dermdl.params import ParamsError, params_from_dict
 from dermdl.prepare import geometry
 from dermdl.tasks.detection import TASK
 from dermdl.tasks.detection import data as detection_data
-from dermdl.tasks.detection.model import DETECTORS, build_detector, splitter
+from dermdl.tasks.detection.model import build_detector, splitter
+from dermdl.tasks.detection.names import DETECTORS
 from dermdl.tasks.detection.predict import predict, write_predictions
 
 POLICIES = ["squish", "pad", "crop"]

@@ -20,7 +20,7 @@ from fastai.callback.core import Callback
 from fastai.learner import Metric
 
 from dermdl.tasks.detection.metrics import run_cocoeval
-from dermdl.tasks.detection.model import family
+from dermdl.tasks.detection.names import family
 
 #: torchvision's loss-dict keys per detector family, in logging order.
 LOSS_KEYS: dict[str, tuple[str, ...]] = {

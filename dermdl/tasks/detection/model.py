@@ -23,21 +23,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from dermdl.tasks.detection.names import DEFAULT_DETECTOR, family
+
 if TYPE_CHECKING:
     from dermdl.models import ModelConfig
-
-#: Detector name -> short description; ``detection.model`` in params.yaml must be one of these.
-DETECTORS: dict[str, str] = {
-    "fasterrcnn_efficientnet_lite0_fpn": "Faster R-CNN, EfficientNet-Lite0 + FPN (ImageNet weights offline)",
-    "retinanet_efficientnet_lite0_fpn": "RetinaNet, EfficientNet-Lite0 + FPN (ImageNet weights offline)",
-    "fasterrcnn_mobilenet_v3_large_fpn": "Faster R-CNN, MobileNetV3-Large + FPN (torchvision)",
-    "fasterrcnn_resnet50_fpn": "Faster R-CNN, ResNet-50 + FPN (torchvision)",
-    "retinanet_resnet50_fpn": "RetinaNet, ResNet-50 + FPN (torchvision)",
-}
-
-#: ``detection.model``'s default in params.yaml (:class:`dermdl.params.DetectionParams`), used for a
-#: model.json without a ``detection`` entry. Not read from params: params imports this module.
-DEFAULT_DETECTOR = "fasterrcnn_efficientnet_lite0_fpn"
 
 _IMAGENET_NORM = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 _LITE_NORM = ([0.5] * 3, [0.5] * 3)  # EfficientNet-Lite was trained on TF-style [-1, 1] inputs
@@ -46,22 +35,6 @@ _LITE_NORM = ([0.5] * 3, [0.5] * 3)  # EfficientNet-Lite was trained on TF-style
 _RCNN_KWARGS = dict(rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=500,
                     rpn_post_nms_top_n_test=150, rpn_batch_size_per_image=128, box_batch_size_per_image=64,
                     box_score_thresh=0.05, box_detections_per_img=100)
-
-
-def family(name: str) -> str:
-    """``fasterrcnn`` or ``retinanet`` for a detector name (ValueError for unknown names)."""
-    check_name(name)
-    return name.split("_", 1)[0]
-
-
-def check_name(name: str) -> str:
-    if name not in DETECTORS:
-        import difflib
-
-        close = difflib.get_close_matches(name, DETECTORS, n=2)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"unknown detector {name!r}.{hint} Choose one of: {', '.join(DETECTORS)}")
-    return name
 
 
 class LiteFPNBackbone(nn.Module):
