@@ -43,8 +43,18 @@ def flip_boxes(boxes: torch.Tensor, bits: int, size: int) -> torch.Tensor:
     return torch.stack([x0, y0, x1, y1], -1)
 
 
-def train(model: torch.nn.Module, images: np.ndarray, targets: Any, loss_fn: Callable, *, bs: int, lr: float,
-          epochs: int, norm: tuple | None, kind: str) -> dict:
+def train(
+    model: torch.nn.Module,
+    images: np.ndarray,
+    targets: Any,
+    loss_fn: Callable,
+    *,
+    bs: int,
+    lr: float,
+    epochs: int,
+    norm: tuple | None,
+    kind: str,
+) -> dict:
     """Train ``epochs`` epochs; ``kind``: labels | masks | boxes. Returns training images/s."""
     n = len(images)
     steps = epochs * (n // bs)
@@ -63,8 +73,10 @@ def train(model: torch.nn.Module, images: np.ndarray, targets: Any, loss_fn: Cal
             bits = torch.randint(0, 8, (len(idx),))
             if kind == "boxes":
                 x, _ = flips(x, None, bits)
-                y = [{"boxes": flip_boxes(targets[i]["boxes"], int(b), x.shape[-1]), "labels": targets[i]["labels"]}
-                     for i, b in zip(idx.tolist(), bits)]
+                y = [
+                    {"boxes": flip_boxes(targets[i]["boxes"], int(b), x.shape[-1]), "labels": targets[i]["labels"]}
+                    for i, b in zip(idx.tolist(), bits)
+                ]
                 loss = sum(model(x, y).values())
             else:
                 masks = torch.from_numpy(targets[idx.numpy()]).long() if kind == "masks" else None
@@ -88,8 +100,10 @@ def predict(model: torch.nn.Module, paths: list[str], size: int, bs: int, norm: 
     mean, std = (None, None) if norm is None else (torch.tensor(v).view(1, 3, 1, 1) for v in norm)
     began = time.perf_counter()
     for start in range(0, len(paths), bs):
-        arrays = [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
-                  for p in paths[start : start + bs]]
+        arrays = [
+            np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BICUBIC))
+            for p in paths[start : start + bs]
+        ]
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div_(255)  # NHWC strides
         if mean is None:
             model(list(x))

@@ -49,18 +49,35 @@ def main() -> int:
     model, norm = build_classifier("efficientnet_lite0", len(classes), True)
     weight = class_weights([classes[i] for i in y_train.tolist()], classes, "balanced")
     began = time.perf_counter()
-    speed = bare.train(model, x_train, y_train, torch.nn.CrossEntropyLoss(weight=weight), bs=args.bs, lr=args.lr,
-                       epochs=args.epochs, norm=norm, kind="labels")
+    speed = bare.train(
+        model,
+        x_train,
+        y_train,
+        torch.nn.CrossEntropyLoss(weight=weight),
+        bs=args.bs,
+        lr=args.lr,
+        epochs=args.epochs,
+        norm=norm,
+        kind="labels",
+    )
     seconds = time.perf_counter() - began
     model.eval()
     mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in norm)
     with torch.inference_mode():
-        probs = torch.cat([torch.softmax(model((torch.from_numpy(x_test[i : i + 128]).permute(0, 3, 1, 2).float()
-                                                / 255 - mean) / std), 1) for i in range(0, len(x_test), 128)])
+        probs = torch.cat(
+            [
+                torch.softmax(
+                    model((torch.from_numpy(x_test[i : i + 128]).permute(0, 3, 1, 2).float() / 255 - mean) / std), 1
+                )
+                for i in range(0, len(x_test), 128)
+            ]
+        )
     metrics = classification_metrics(y_test.numpy(), probs.double().numpy(), classes, n_boot=1000, ci=0.95, seed=0)
     print(json.dumps({"macro_auc": metrics["macro"]["auc"], **metrics["overall"]}, indent=1))
-    print(f"bare loop: {len(x_train)} training images x {args.epochs} epochs in {seconds:.0f} s "
-          f"({speed['images_per_second']:.1f} images/s)")
+    print(
+        f"bare loop: {len(x_train)} training images x {args.epochs} epochs in {seconds:.0f} s "
+        f"({speed['images_per_second']:.1f} images/s)"
+    )
     if args.out:
         args.out.write_text(json.dumps({"metrics": metrics, "seconds": seconds, "speed": speed}, indent=1))
     return 0

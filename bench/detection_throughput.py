@@ -53,7 +53,7 @@ def measure(name: str, size: int, bs: int, steps: int, repeats: int, device: str
             p.requires_grad_(True)
         optimizer = torch.optim.Adam(params, lr=1e-4)
 
-        def train_step() -> None:
+        def train_step(optimizer: torch.optim.Optimizer = optimizer) -> None:
             model.train()
             loss = sum(model(images, targets).values())
             loss.backward()

@@ -36,7 +36,7 @@ def features(arch: str, pretrained: bool, norm, images: np.ndarray, size: int) -
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), 64):
-            x = torch.from_numpy(np.ascontiguousarray(images[start:start + 64])).permute(0, 3, 1, 2).float() / 255
+            x = torch.from_numpy(np.ascontiguousarray(images[start : start + 64])).permute(0, 3, 1, 2).float() / 255
             if x.shape[-1] != size:
                 x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
             out.append(model((x - mean) / std).numpy())
@@ -59,11 +59,13 @@ def main() -> None:
         images = np.load(args.prepared / name / "arrays" / "images.npy", mmap_mode="r")
         sets[name] = (images[[records[i]["row"] for i in pick]], [records[i]["target"] for i in pick])
     classes = sorted(set(sets["sl_train"][1]))
-    for arch, pretrained, norm_name in [("efficientnet_lite0", False, "0.5/0.5 (TF)"),
-                                        ("efficientnet_lite0", True, "0.5/0.5 (TF)"),
-                                        ("efficientnet_lite0", True, "ImageNet mean/std"),
-                                        ("tf_efficientnet_lite0", True, "0.5/0.5 (TF)"),
-                                        ("tf_efficientnet_lite0", True, "ImageNet mean/std")]:
+    for arch, pretrained, norm_name in [
+        ("efficientnet_lite0", False, "0.5/0.5 (TF)"),
+        ("efficientnet_lite0", True, "0.5/0.5 (TF)"),
+        ("efficientnet_lite0", True, "ImageNet mean/std"),
+        ("tf_efficientnet_lite0", True, "0.5/0.5 (TF)"),
+        ("tf_efficientnet_lite0", True, "ImageNet mean/std"),
+    ]:
         start = time.perf_counter()
         x_train = features(arch, pretrained, NORMS[norm_name], sets["sl_train"][0], args.size)
         x_test = features(arch, pretrained, NORMS[norm_name], sets["sl_test"][0], args.size)
@@ -72,9 +74,12 @@ def main() -> None:
         y_test = sets["sl_test"][1]
         present = [c for c in classes if c in set(y_test)]
         auc = np.mean([roc_auc_score([y == c for y in y_test], probs[:, classes.index(c)]) for c in present])
-        print(f"{arch:22s} pretrained={str(pretrained):5s} norm={norm_name:18s} "
-              f"balanced acc {balanced_accuracy_score(y_test, probe.predict(x_test)):.3f}  macro AUC {auc:.3f}  "
-              f"({time.perf_counter() - start:.0f} s)", flush=True)
+        print(
+            f"{arch:22s} pretrained={str(pretrained):5s} norm={norm_name:18s} "
+            f"balanced acc {balanced_accuracy_score(y_test, probe.predict(x_test)):.3f}  macro AUC {auc:.3f}  "
+            f"({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

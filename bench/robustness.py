@@ -32,16 +32,20 @@ def mel_vs_nv(y: np.ndarray, probs: np.ndarray, classes: list[str], n_boot: int 
         idx = rng.integers(0, len(truth), len(truth))
         if truth[idx].min() != truth[idx].max():
             boots.append(roc_auc_score(truth[idx], score[idx]))
-    return {"value": float(roc_auc_score(truth, score)), "lo": float(np.percentile(boots, 2.5)),
-            "hi": float(np.percentile(boots, 97.5)), "n": int(keep.sum())}
+    return {
+        "value": float(roc_auc_score(truth, score)),
+        "lo": float(np.percentile(boots, 2.5)),
+        "hi": float(np.percentile(boots, 97.5)),
+        "n": int(keep.sum()),
+    }
 
 
 def main() -> int:
-    from dermdl.tasks.classification.metrics import classification_metrics
     from dermdl.images import open_rgb
     from dermdl.models import load_model
     from dermdl.shifts import SHIFTS
     from dermdl.tasks import get_task
+    from dermdl.tasks.classification.metrics import classification_metrics
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, required=True)
@@ -64,18 +68,33 @@ def main() -> int:
                 paths.append(path)
             probs = task.predict(model, config, paths, 64, args.tta).astype(np.float64)
             metrics = classification_metrics(y, probs, config.classes, n_boot=1000, ci=0.95, seed=0)
-            results[name] = {"macro_auc": metrics["macro"]["auc"],
-                             "balanced_accuracy": metrics["overall"]["balanced_accuracy"],
-                             "mel_vs_nv_auc": mel_vs_nv(y, probs, config.classes)}
+            results[name] = {
+                "macro_auc": metrics["macro"]["auc"],
+                "balanced_accuracy": metrics["overall"]["balanced_accuracy"],
+                "mel_vs_nv_auc": mel_vs_nv(y, probs, config.classes),
+            }
             row = results[name]
-            print(f"{name:15} macro AUC {row['macro_auc']['value']:.3f} ({row['macro_auc']['lo']:.3f}-"
-                  f"{row['macro_auc']['hi']:.3f})  balanced acc {row['balanced_accuracy']['value']:.3f} "
-                  f"({row['balanced_accuracy']['lo']:.3f}-{row['balanced_accuracy']['hi']:.3f})  mel-vs-nv AUC "
-                  f"{row['mel_vs_nv_auc']['value']:.3f} ({row['mel_vs_nv_auc']['lo']:.3f}-"
-                  f"{row['mel_vs_nv_auc']['hi']:.3f})", flush=True)
+            print(
+                f"{name:15} macro AUC {row['macro_auc']['value']:.3f} ({row['macro_auc']['lo']:.3f}-"
+                f"{row['macro_auc']['hi']:.3f})  balanced acc {row['balanced_accuracy']['value']:.3f} "
+                f"({row['balanced_accuracy']['lo']:.3f}-{row['balanced_accuracy']['hi']:.3f})  mel-vs-nv AUC "
+                f"{row['mel_vs_nv_auc']['value']:.3f} ({row['mel_vs_nv_auc']['lo']:.3f}-"
+                f"{row['mel_vs_nv_auc']['hi']:.3f})",
+                flush=True,
+            )
     if args.json:
-        args.json.write_text(json.dumps({"model": str(args.model), "data": str(args.data), "n": len(files),
-                                         "tta": args.tta, "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "model": str(args.model),
+                    "data": str(args.data),
+                    "n": len(files),
+                    "tta": args.tta,
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

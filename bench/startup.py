@@ -31,8 +31,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         bad = Path(tmp) / "params.yaml"
         bad.write_text("train:\n  lr: -1\n  model: efficientnet_lit0\n")
-        cases = {"dermdl --help": ["--help"], "dermdl --version": ["--version"],
-                 "params error (validate)": ["validate", "--params", str(bad)]}
+        cases = {
+            "dermdl --help": ["--help"],
+            "dermdl --version": ["--version"],
+            "params error (validate)": ["validate", "--params", str(bad)],
+        }
         worst = 0.0
         for label, args in cases.items():
             seconds = _seconds(args)

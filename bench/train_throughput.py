@@ -55,9 +55,16 @@ def measure(model_name: str, size: int, bs: int, steps: int, device: str, channe
             model(x)
         sync()
     infer_ips = bs * steps / (time.perf_counter() - start)
-    return {"model": model_name, "size": size, "bs": bs, "device": device, "threads": torch.get_num_threads(),
-            "channels_last": channels_last, "train_images_per_second": round(train_ips, 1),
-            "infer_images_per_second": round(infer_ips, 1)}
+    return {
+        "model": model_name,
+        "size": size,
+        "bs": bs,
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "channels_last": channels_last,
+        "train_images_per_second": round(train_ips, 1),
+        "infer_images_per_second": round(infer_ips, 1),
+    }
 
 
 def main() -> None:

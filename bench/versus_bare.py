@@ -43,14 +43,27 @@ HAM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000
 def params_for(task: str, root: Path, out: Path, bs: int):
     from dermdl.params import params_from_dict
 
-    return params_from_dict({
-        "task": task, "out_dir": str(out),
-        "data": {"root": str(root), "sl_train": ["sl_train"], "sl_tests": ["sl_test"]},
-        "preprocess": {"size": 128, "workers": 2},
-        "train": {"input_size": 128, "bs": bs, "lr": 1e-3, "epochs": 1, "fepochs": 0, "recipe": "one_cycle",
-                  "max_rotate": 0.0, "max_zoom": 1.0, "max_lighting": 0.0, "exp_name": f"bench-{task}"},
-        "detection": {"model": "fasterrcnn_efficientnet_lite0_fpn"},
-    })
+    return params_from_dict(
+        {
+            "task": task,
+            "out_dir": str(out),
+            "data": {"root": str(root), "sl_train": ["sl_train"], "sl_tests": ["sl_test"]},
+            "preprocess": {"size": 128, "workers": 2},
+            "train": {
+                "input_size": 128,
+                "bs": bs,
+                "lr": 1e-3,
+                "epochs": 1,
+                "fepochs": 0,
+                "recipe": "one_cycle",
+                "max_rotate": 0.0,
+                "max_zoom": 1.0,
+                "max_lighting": 0.0,
+                "exp_name": f"bench-{task}",
+            },
+            "detection": {"model": "fasterrcnn_efficientnet_lite0_fpn"},
+        }
+    )
 
 
 def timed(fn, *args):
@@ -81,9 +94,17 @@ def build(task, params, classes):
     from dermdl.models import ModelConfig
 
     t = params.train
-    config = ModelConfig(task=task.name, arch=t.model, classes=list(classes), input_size=t.input_size, mean=[],
-                         std=[], preprocess_size=params.preprocess.size, resize=params.preprocess.resize,
-                         extra={"exp_name": t.exp_name, "pretrained": t.pretrained, **task.config_extra(params)})
+    config = ModelConfig(
+        task=task.name,
+        arch=t.model,
+        classes=list(classes),
+        input_size=t.input_size,
+        mean=[],
+        std=[],
+        preprocess_size=params.preprocess.size,
+        resize=params.preprocess.resize,
+        extra={"exp_name": t.exp_name, "pretrained": t.pretrained, **task.config_extra(params)},
+    )
     return task.build_model(config, t.pretrained)
 
 
@@ -106,8 +127,10 @@ def bench_task(name: str, import_dir: Path, work: Path, rounds: int) -> dict:
     shutil.rmtree(params.out / "prepared", ignore_errors=True)
     _, prep_seconds = timed(pipeline.preprocess, params)
     _, rerun_seconds = timed(pipeline.preprocess, params)
-    print(f"  {name}: dermdl preprocess {prep_seconds:.1f} s (2 workers), unchanged rerun {rerun_seconds:.2f} s",
-          flush=True)
+    print(
+        f"  {name}: dermdl preprocess {prep_seconds:.1f} s (2 workers), unchanged rerun {rerun_seconds:.2f} s",
+        flush=True,
+    )
     manifest = pipeline.load_manifest(params)
     classes = manifest["classes"]
     pool = manifest["datasets"]["sl_train"]
@@ -119,19 +142,33 @@ def bench_task(name: str, import_dir: Path, work: Path, rounds: int) -> dict:
     for r in range(rounds):
         torch.manual_seed(r)
         net, norm = build(task, params, classes)
-        out = bare.train(net, images, targets, bare_loss(task, params, classes, records), bs=bs, lr=params.train.lr,
-                         epochs=1, norm=None if kind == "boxes" else norm, kind=kind)
+        out = bare.train(
+            net,
+            images,
+            targets,
+            bare_loss(task, params, classes, records),
+            bs=bs,
+            lr=params.train.lr,
+            epochs=1,
+            norm=None if kind == "boxes" else norm,
+            kind=kind,
+        )
         runs["bare"].append(out["images_per_second"])
         with tempfile.TemporaryDirectory(dir=work) as tmp:
             result = fit(task, params, records, [], classes, Path(tmp))
         runs["dermdl"].append(result.phases[-1]["images_per_second"])
         model, config, load_share = result.model, result.config, result.phases[-1]["data_loading_share"]
-        print(f"  {name} round {r + 1}: bare {runs['bare'][-1]:.1f}, dermdl {runs['dermdl'][-1]:.1f} images/s "
-              f"(data loading {load_share:.1%} of dermdl's step time)", flush=True)
+        print(
+            f"  {name} round {r + 1}: bare {runs['bare'][-1]:.1f}, dermdl {runs['dermdl'][-1]:.1f} images/s "
+            f"(data loading {load_share:.1%} of dermdl's step time)",
+            flush=True,
+        )
     train_ratio = statistics.median(runs["dermdl"]) / statistics.median(runs["bare"])
     # inference on raw test images, same trained network for both
-    raw = [str(Path(pipeline.load_manifest(params)["source_root"]) / r["source"])
-           for r in manifest["datasets"]["sl_test"][:n_infer]]
+    raw = [
+        str(Path(pipeline.load_manifest(params)["source_root"]) / r["source"])
+        for r in manifest["datasets"]["sl_test"][:n_infer]
+    ]
     infer: dict[str, list[float]] = {"bare": [], "dermdl": []}
     norm = None if kind == "boxes" else (config.mean, config.std)
     for _ in range(rounds):
@@ -139,13 +176,20 @@ def bench_task(name: str, import_dir: Path, work: Path, rounds: int) -> dict:
         _, seconds = timed(task.predict, model, config, [Path(p) for p in raw], 64)
         infer["dermdl"].append(len(raw) / seconds)
     infer_ratio = statistics.median(infer["dermdl"]) / statistics.median(infer["bare"])
-    return {"task": name, "batch": bs, "train_images": len(records), "rounds": rounds,
-            "preprocess_seconds": round(prep_seconds, 1), "preprocess_rerun_seconds": round(rerun_seconds, 2),
-            "preprocess_images": sum(len(v) for v in manifest["datasets"].values()),
-            "train_images_per_second": {k: [round(v, 2) for v in vs] for k, vs in runs.items()},
-            "train_ratio": round(train_ratio, 3), "data_loading_share": load_share,
-            "infer_images_per_second": {k: [round(v, 2) for v in vs] for k, vs in infer.items()},
-            "infer_ratio": round(infer_ratio, 3)}
+    return {
+        "task": name,
+        "batch": bs,
+        "train_images": len(records),
+        "rounds": rounds,
+        "preprocess_seconds": round(prep_seconds, 1),
+        "preprocess_rerun_seconds": round(rerun_seconds, 2),
+        "preprocess_images": sum(len(v) for v in manifest["datasets"].values()),
+        "train_images_per_second": {k: [round(v, 2) for v in vs] for k, vs in runs.items()},
+        "train_ratio": round(train_ratio, 3),
+        "data_loading_share": load_share,
+        "infer_images_per_second": {k: [round(v, 2) for v in vs] for k, vs in infer.items()},
+        "infer_ratio": round(infer_ratio, 3),
+    }
 
 
 def main() -> int:
@@ -157,23 +201,32 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     if not (args.import_dir / "classification").is_dir():
-        subprocess.run(["dermdl", "import", str(HAM), "--preset", "ham10000", "--out", str(args.import_dir),
-                        "--seed", "0"], check=True)
+        subprocess.run(
+            ["dermdl", "import", str(HAM), "--preset", "ham10000", "--out", str(args.import_dir), "--seed", "0"],
+            check=True,
+        )
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
     sources = sorted(str(p) for p in (args.import_dir / "classification").rglob("*.jpg"))
     baseline = bare.decode_into_memory(sources, 128)
-    print(f"bare preprocessing: {baseline['images']} images decoded + resized into memory in "
-          f"{baseline['seconds']:.1f} s (1 process)", flush=True)
+    print(
+        f"bare preprocessing: {baseline['images']} images decoded + resized into memory in "
+        f"{baseline['seconds']:.1f} s (1 process)",
+        flush=True,
+    )
     for name in args.tasks:
         results.append(bench_task(name, args.import_dir, args.work, args.rounds))
-    print(f"\n{'task':15} {'train img/s bare':>17} {'dermdl':>8} {'ratio':>6} {'infer img/s bare':>17} "
-          f"{'dermdl':>8} {'ratio':>6} {'preprocess s':>13} {'rerun s':>8}")
+    print(
+        f"\n{'task':15} {'train img/s bare':>17} {'dermdl':>8} {'ratio':>6} {'infer img/s bare':>17} "
+        f"{'dermdl':>8} {'ratio':>6} {'preprocess s':>13} {'rerun s':>8}"
+    )
     for r in results:
         tb, td = (statistics.median(r["train_images_per_second"][k]) for k in ("bare", "dermdl"))
         ib, idm = (statistics.median(r["infer_images_per_second"][k]) for k in ("bare", "dermdl"))
-        print(f"{r['task']:15} {tb:17.1f} {td:8.1f} {r['train_ratio']:6.2f} {ib:17.1f} {idm:8.1f} "
-              f"{r['infer_ratio']:6.2f} {r['preprocess_seconds']:13.1f} {r['preprocess_rerun_seconds']:8.2f}")
+        print(
+            f"{r['task']:15} {tb:17.1f} {td:8.1f} {r['train_ratio']:6.2f} {ib:17.1f} {idm:8.1f} "
+            f"{r['infer_ratio']:6.2f} {r['preprocess_seconds']:13.1f} {r['preprocess_rerun_seconds']:8.2f}"
+        )
     if args.json:
         args.json.write_text(json.dumps({"bare_decode": baseline, "tasks": results}, indent=2))
     return 0

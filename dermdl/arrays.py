@@ -42,8 +42,7 @@ class ImageRows:
     def __init__(self, prepared: Path, dataset: str, count: int, size: int):
         folder = arrays_dir(prepared, dataset)
         folder.mkdir(parents=True, exist_ok=True)
-        self.array = np.lib.format.open_memmap(folder / IMAGES, mode="w+", dtype=np.uint8,
-                                               shape=(count, size, size, 3))
+        self.array = np.lib.format.open_memmap(folder / IMAGES, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
         self.count = 0
 
     def add(self, record: dict) -> dict:
@@ -66,8 +65,9 @@ def _fill(npy: str, start: int, records: list[dict], load: Callable[[dict], np.n
     array.flush()
 
 
-def write_targets(prepared: Path, dataset: str, records: Sequence[dict], size: int, workers: int,
-                  target: Callable[[dict], np.ndarray]) -> None:
+def write_targets(
+    prepared: Path, dataset: str, records: Sequence[dict], size: int, workers: int, target: Callable[[dict], np.ndarray]
+) -> None:
     """Stack ``target(record)`` class-id maps of one dataset into ``targets.npy`` (worker processes:
     ``target`` must be picklable)."""
     from dermdl.prepare import run_parallel
@@ -76,8 +76,11 @@ def write_targets(prepared: Path, dataset: str, records: Sequence[dict], size: i
     np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(len(records), size, size)).flush()
     located = [{**r, "arrays": str(arrays_dir(prepared, dataset))} for r in records]
     chunk = max(64, -(-len(records) // (workers * 4)))
-    run_parallel(_fill, [(str(npy), start, located[start : start + chunk], target)
-                         for start in range(0, len(records), chunk)], workers)
+    run_parallel(
+        _fill,
+        [(str(npy), start, located[start : start + chunk], target) for start in range(0, len(records), chunk)],
+        workers,
+    )
 
 
 class ArrayStore:

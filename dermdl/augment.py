@@ -3,8 +3,9 @@
 Dermoscopy has no canonical orientation, so every sample gets one of the 8 flips/90° turns (nearly
 free: memory moves); a rotation within ±``max_rotate`` on top makes every angle equally likely.
 Rotation and zoom are one ``grid_sample`` per batch (free on a GPU, ~2% of a CPU step at 128 px);
-lighting and colour (per-channel gains, saturation) are a few multiplies. Random numbers come from torch's global CPU generator, so a seeded run is
-reproducible and a resumed run (which restores that generator) continues identically.
+lighting and colour (per-channel gains, saturation) are a few multiplies. Random numbers come from
+torch's global CPU generator, so a seeded run is reproducible and a resumed run (which restores that
+generator) continues identically.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ def _affine(images: torch.Tensor, masks: torch.Tensor | None, aug: Augmentation)
     grid = F.affine_grid(theta.to(images.device, images.dtype), list(images.shape), align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if masks is not None:
-        masks = F.grid_sample(masks[:, None].to(images.dtype), grid, mode="nearest", padding_mode="reflection",
-                              align_corners=False)[:, 0].to(masks.dtype)
+        masks = F.grid_sample(
+            masks[:, None].to(images.dtype), grid, mode="nearest", padding_mode="reflection", align_corners=False
+        )[:, 0].to(masks.dtype)
     return images, masks
 
 
@@ -89,8 +91,9 @@ def _color(images: torch.Tensor, strength: float) -> torch.Tensor:
     return (grey + (images - grey) * saturation).clamp_(0, 1)
 
 
-def augment_batch(images: torch.Tensor, aug: Augmentation, masks: torch.Tensor | None = None,
-                  boxes: list[torch.Tensor] | None = None):
+def augment_batch(
+    images: torch.Tensor, aug: Augmentation, masks: torch.Tensor | None = None, boxes: list[torch.Tensor] | None = None
+):
     """(images in [0, 1], masks, boxes) augmented; masks (N, H, W) and boxes (xyxy per image) follow."""
     if aug.dihedral:
         views = torch.randint(0, 8, (images.shape[0],))

@@ -26,8 +26,14 @@ def augmentation(train: Any, boxes: bool = False) -> Augmentation | None:
     """The training augmentation named by ``train.*`` params (None when ``train.augment`` is off)."""
     if not train.augment:
         return None
-    return Augmentation(dihedral=True, max_rotate=train.max_rotate, max_zoom=train.max_zoom,
-                        max_lighting=train.max_lighting, max_color=train.max_color, boxes=boxes)
+    return Augmentation(
+        dihedral=True,
+        max_rotate=train.max_rotate,
+        max_zoom=train.max_zoom,
+        max_lighting=train.max_lighting,
+        max_color=train.max_color,
+        boxes=boxes,
+    )
 
 
 class Labels:
@@ -54,8 +60,9 @@ class Masks(Labels):
     """A class id per pixel (``targets.npy``; self-training points records at pseudo-label arrays)."""
 
     def __init__(self, records: Sequence[dict]):
-        located = [{"arrays": r.get("target_arrays", r["arrays"]), "row": r.get("target_row", r["row"])}
-                   for r in records]
+        located = [
+            {"arrays": r.get("target_arrays", r["arrays"]), "row": r.get("target_row", r["row"])} for r in records
+        ]
         self.store = ArrayStore(located, TARGETS)
 
     def take(self, positions: list[int]) -> torch.Tensor:
@@ -80,9 +87,12 @@ class Boxes(Labels):
         self.targets = []
         for record in records:
             objects = [o for o in record["target"] if not o.get("iscrowd")]
-            self.targets.append({
-                "boxes": torch.tensor([o["bbox"] for o in objects], dtype=torch.float32).reshape(-1, 4),
-                "labels": torch.tensor([index[o["category"]] for o in objects], dtype=torch.int64)})
+            self.targets.append(
+                {
+                    "boxes": torch.tensor([o["bbox"] for o in objects], dtype=torch.float32).reshape(-1, 4),
+                    "labels": torch.tensor([index[o["category"]] for o in objects], dtype=torch.int64),
+                }
+            )
 
     def take(self, positions: list[int]) -> list[dict]:
         return [self.targets[p] for p in positions]
@@ -109,9 +119,17 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
 class ArrayLoader:
     """Batches of (normalised images, targets) from prepared arrays; see the module docstring."""
 
-    def __init__(self, records: Sequence[dict], targets: Labels, bs: int, input_size: int,
-                 norm: tuple[Sequence[float], Sequence[float]] | None, shuffle: bool = False,
-                 aug: Augmentation | None = None, channels_last: bool = False):
+    def __init__(
+        self,
+        records: Sequence[dict],
+        targets: Labels,
+        bs: int,
+        input_size: int,
+        norm: tuple[Sequence[float], Sequence[float]] | None,
+        shuffle: bool = False,
+        aug: Augmentation | None = None,
+        channels_last: bool = False,
+    ):
         self.images = ArrayStore(records, IMAGES)
         self.dataset = self.images  # fastai/DDP helpers ask len(dl.dataset)
         self.targets, self.bs, self.input_size, self.shuffle, self.aug = targets, bs, input_size, shuffle, aug
@@ -167,14 +185,30 @@ class ArrayLoader:
         return x.contiguous(memory_format=self.memory_format), y
 
 
-def array_dataloaders(train: Sequence[dict], valid: Sequence[dict], targets: type | Any, params: Any,
-                      norm: Any, aug: Augmentation | None, **target_args: Any):
+def array_dataloaders(
+    train: Sequence[dict],
+    valid: Sequence[dict],
+    targets: type | Any,
+    params: Any,
+    norm: Any,
+    aug: Augmentation | None,
+    **target_args: Any,
+):
     """fastai ``DataLoaders`` of a shuffled, augmented training loader and a plain validation loader."""
     from fastai.data.core import DataLoaders
 
     t = params.train
-    train_dl = ArrayLoader(train, targets(train, **target_args), t.bs, t.input_size, norm, shuffle=True, aug=aug,
-                           channels_last=t.channels_last)
-    valid_dl = ArrayLoader(valid, targets(valid, **target_args), t.bs, t.input_size, norm,
-                           channels_last=t.channels_last)
+    train_dl = ArrayLoader(
+        train,
+        targets(train, **target_args),
+        t.bs,
+        t.input_size,
+        norm,
+        shuffle=True,
+        aug=aug,
+        channels_last=t.channels_last,
+    )
+    valid_dl = ArrayLoader(
+        valid, targets(valid, **target_args), t.bs, t.input_size, norm, channels_last=t.channels_last
+    )
     return DataLoaders(train_dl, valid_dl)

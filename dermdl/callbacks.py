@@ -169,9 +169,14 @@ class PhaseTimer(Callback):
         self.epochs += 1
 
     def summary(self, phase: str) -> dict:
-        return {"phase": phase, "epochs": self.epochs, "images": self.images, "seconds": round(self.seconds, 2),
-                "images_per_second": round(self.images / self.seconds, 2) if self.seconds else 0.0,
-                "data_loading_share": round(self.load_seconds / self.seconds, 4) if self.seconds else 0.0}
+        return {
+            "phase": phase,
+            "epochs": self.epochs,
+            "images": self.images,
+            "seconds": round(self.seconds, 2),
+            "images_per_second": round(self.images / self.seconds, 2) if self.seconds else 0.0,
+            "data_loading_share": round(self.load_seconds / self.seconds, 4) if self.seconds else 0.0,
+        }
 
 
 def metric_names(metrics: list) -> list[str]:
@@ -210,7 +215,9 @@ def precision(device: torch.device, mode: str) -> str:
     """Mixed precision actually used: ``off`` on CPU; ``auto`` = bf16 where the GPU has it, else fp16."""
     if device.type != "cuda":
         if mode in ("bf16", "fp16"):
-            warnings.warn(f"train.mixed_precision={mode} applies on CUDA only; training in fp32 on {device.type}")
+            warnings.warn(
+                f"train.mixed_precision={mode} applies on CUDA only; training in fp32 on {device.type}", stacklevel=2
+            )
         return "off"
     if mode == "auto":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"

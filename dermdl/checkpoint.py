@@ -36,8 +36,9 @@ STATUS = "status.json"
 def fingerprint(params_dict: dict, train_records: list[dict], valid_records: list[dict]) -> str:
     """Everything that shapes the trajectory: parameters that train reads and the exact split."""
     relevant = {k: v for k, v in params_dict.items() if k not in ("infer", "analyze", "demo", "out_dir")}
-    text = json.dumps([relevant, [r["path"] for r in train_records], [r["path"] for r in valid_records]],
-                      sort_keys=True)
+    text = json.dumps(
+        [relevant, [r["path"] for r in train_records], [r["path"] for r in valid_records]], sort_keys=True
+    )
     return hashlib.sha256(text.encode()).hexdigest()
 
 

@@ -41,8 +41,14 @@ STAGES = ("validate", "preprocess", "train", "infer", "analyze")
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--params", default="params.yaml", help="parameter file (default: %(default)s)")
-    parser.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one parameter, e.g. -S train.lr=2e-4 (repeatable; value parsed as YAML)")
+    parser.add_argument(
+        "--set",
+        "-S",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one parameter, e.g. -S train.lr=2e-4 (repeatable; value parsed as YAML)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,20 +69,34 @@ def build_parser() -> argparse.ArgumentParser:
             group = stage.add_argument_group("thesis pipeline flags (override params.yaml)")
             for flag, (key, kind) in THESIS_FLAGS.items():
                 nargs = "+" if kind == "list" else None
-                group.add_argument(flag, dest=key, nargs=nargs, type=str if kind == "list" else kind,
-                                   default=None, help=f"sets {key}")
-    predict = sub.add_parser("predict", help="predict new images with a trained model",
-                             description="Predict images (files or folders, searched recursively).")
+                group.add_argument(
+                    flag, dest=key, nargs=nargs, type=str if kind == "list" else kind, default=None, help=f"sets {key}"
+                )
+    predict = sub.add_parser(
+        "predict",
+        help="predict new images with a trained model",
+        description="Predict images (files or folders, searched recursively).",
+    )
     predict.add_argument("--model", required=True, help="model folder written by train (model.pt + model.json)")
     predict.add_argument("inputs", nargs="+", help="image files or folders")
-    predict.add_argument("--out", help="write the predictions here instead of printing them (classification: "
-                         "CSV; detection: COCO results JSON, plus overlays/ next to it)")
+    predict.add_argument(
+        "--out",
+        help="write the predictions here instead of printing them (classification: "
+        "CSV; detection: COCO results JSON, plus overlays/ next to it)",
+    )
     predict.add_argument("--bs", type=int, default=32, help="batch size (default: %(default)s)")
-    predict.add_argument("--tta", choices=["auto", "none", "flips", "dihedral"], default="auto",
-                         help="test-time augmentation for classification/segmentation: average over 4 flips or "
-                              "8 flips+rotations; auto = dihedral, none for detection (default: %(default)s)")
-    demo = sub.add_parser("demo-data", help="generate the synthetic demo datasets for all three tasks",
-                          description="Generate the synthetic demo datasets (deterministic from the seed).")
+    predict.add_argument(
+        "--tta",
+        choices=["auto", "none", "flips", "dihedral"],
+        default="auto",
+        help="test-time augmentation for classification/segmentation: average over 4 flips or "
+        "8 flips+rotations; auto = dihedral, none for detection (default: %(default)s)",
+    )
+    demo = sub.add_parser(
+        "demo-data",
+        help="generate the synthetic demo datasets for all three tasks",
+        description="Generate the synthetic demo datasets (deterministic from the seed).",
+    )
     _common(demo)
     demo.add_argument("--out", help="output folder (default: demo.out from params)")
     demo.add_argument("--seed", type=int, help="random seed (default: demo.seed from params)")
@@ -88,14 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _convert_parser(sub: Any) -> None:
     """``dermdl convert masks-to-coco|coco-to-masks`` (see dermdl/convert.py)."""
-    convert = sub.add_parser("convert", help="convert between the segmentation (masks) and detection (COCO) layouts",
-                             description="Convert a dataset root between the segmentation layout "
-                             "(<root>/<dataset>/images + masks) and the detection layout (<root>/annotations/"
-                             "<dataset>.json + <root>/images/<dataset>). Class names and mask values come from "
-                             "segmentation.codes / segmentation.mask_values in --params (defaults if absent).")
+    convert = sub.add_parser(
+        "convert",
+        help="convert between the segmentation (masks) and detection (COCO) layouts",
+        description="Convert a dataset root between the segmentation layout "
+        "(<root>/<dataset>/images + masks) and the detection layout (<root>/annotations/"
+        "<dataset>.json + <root>/images/<dataset>). Class names and mask values come from "
+        "segmentation.codes / segmentation.mask_values in --params (defaults if absent).",
+    )
     kinds = convert.add_subparsers(dest="conversion", required=True)
-    helps = {"masks-to-coco": "masks -> COCO: one object per connected component per class",
-             "coco-to-masks": "COCO -> masks: objects painted with their class's stored mask value"}
+    helps = {
+        "masks-to-coco": "masks -> COCO: one object per connected component per class",
+        "coco-to-masks": "COCO -> masks: objects painted with their class's stored mask value",
+    }
     for kind, text in helps.items():
         parser = kinds.add_parser(kind, help=text, description=text)
         _common(parser)
@@ -103,74 +128,127 @@ def _convert_parser(sub: Any) -> None:
         parser.add_argument("--out", required=True, help="a NEW folder for the converted root")
         parser.add_argument("--datasets", nargs="+", help="datasets to convert (default: all found)")
         if kind == "masks-to-coco":
-            parser.add_argument("--format", choices=("polygon", "rle"), default="polygon",
-                                help="object outlines as simplified polygons (holes filled) or exact RLE "
-                                "(default: %(default)s)")
-            parser.add_argument("--tolerance", type=float, default=0.5,
-                                help="polygon simplification in pixels (default: %(default)s)")
-            parser.add_argument("--min-area", type=int, default=1,
-                                help="drop components smaller than this many pixels (default: %(default)s)")
+            parser.add_argument(
+                "--format",
+                choices=("polygon", "rle"),
+                default="polygon",
+                help="object outlines as simplified polygons (holes filled) or exact RLE (default: %(default)s)",
+            )
+            parser.add_argument(
+                "--tolerance", type=float, default=0.5, help="polygon simplification in pixels (default: %(default)s)"
+            )
+            parser.add_argument(
+                "--min-area",
+                type=int,
+                default=1,
+                help="drop components smaller than this many pixels (default: %(default)s)",
+            )
 
 
 def _import_parser(sub: Any) -> None:
     """``dermdl import`` (see dermdl/importer/)."""
-    text = ("Build the classification, segmentation and detection layouts from a CSV table (one row per image: "
-            "image path, label, optional group = lesion/patient id, optional mask path, optional box columns). "
-            "Datasets sl_train / sl_test (/ wl_train) are split by group (no group in two datasets) and stratified "
-            "by label, with a seed. Images are hard-linked (copied across file systems), never moved or modified. "
-            "All bad rows are reported with their CSV line numbers and nothing is written. Output: <out>/"
-            "{classification,segmentation,detection}/ (each a data.root; with groups.csv for the leak check), "
-            "<out>/import.json, <out>/splits.csv. Example: dermdl import ../shared/data/ham10000/labels.csv "
-            "--preset ham10000 --out data/ham10000")
-    imp = sub.add_parser("import", help="build the layouts from a CSV table (group-aware split, no copies moved)",
-                         description=text)
+    text = (
+        "Build the classification, segmentation and detection layouts from a CSV table (one row per image: "
+        "image path, label, optional group = lesion/patient id, optional mask path, optional box columns). "
+        "Datasets sl_train / sl_test (/ wl_train) are split by group (no group in two datasets) and stratified "
+        "by label, with a seed. Images are hard-linked (copied across file systems), never moved or modified. "
+        "All bad rows are reported with their CSV line numbers and nothing is written. Output: <out>/"
+        "{classification,segmentation,detection}/ (each a data.root; with groups.csv for the leak check), "
+        "<out>/import.json, <out>/splits.csv. Example: dermdl import ../shared/data/ham10000/labels.csv "
+        "--preset ham10000 --out data/ham10000"
+    )
+    imp = sub.add_parser(
+        "import", help="build the layouts from a CSV table (group-aware split, no copies moved)", description=text
+    )
     imp.add_argument("csv", help="the table (CSV; ',' ';' or tab separated; line 1 = header)")
-    imp.add_argument("--out", required=True, help="output folder (created, or replaced if written by an earlier import)")
-    imp.add_argument("--preset", choices=("ham10000",), help="column names of a known format (ham10000: image_file, "
-                     "dx, lesion_id, mask_file, bbox_x0..bbox_y1 with x1/y1 exclusive); flags below override it")
-    imp.add_argument("--images-root", help="folder that relative image/mask paths start from (default: the CSV's folder)")
+    imp.add_argument(
+        "--out", required=True, help="output folder (created, or replaced if written by an earlier import)"
+    )
+    imp.add_argument(
+        "--preset",
+        choices=("ham10000",),
+        help="column names of a known format (ham10000: image_file, "
+        "dx, lesion_id, mask_file, bbox_x0..bbox_y1 with x1/y1 exclusive); flags below override it",
+    )
+    imp.add_argument(
+        "--images-root", help="folder that relative image/mask paths start from (default: the CSV's folder)"
+    )
     imp.add_argument("--image-column", help="column with the image path")
     imp.add_argument("--label-column", help="column with the label (class name; used for stratification)")
-    imp.add_argument("--group-column", help="column with the lesion or patient id (default: every image is its own group)")
+    imp.add_argument(
+        "--group-column", help="column with the lesion or patient id (default: every image is its own group)"
+    )
     imp.add_argument("--mask-column", help="column with the mask path (enables the segmentation layout)")
-    imp.add_argument("--box-columns", nargs=4, metavar=("X0", "Y0", "X1", "Y1"),
-                     help="four columns with the lesion box (enables the detection layout; masks also give boxes)")
-    imp.add_argument("--box-format", choices=("xyxy", "xyxy_inclusive", "xywh"),
-                     help="xyxy: x1/y1 exclusive (default); xyxy_inclusive: last pixel; xywh: x0, y0, width, height")
-    imp.add_argument("--layouts", nargs="+", choices=task_names(),
-                     help="layouts to build (default: all that the columns allow)")
-    imp.add_argument("--test-size", type=float, default=0.2, help="share of images in the test set (default: %(default)s)")
-    imp.add_argument("--weak-size", type=float, default=0.0,
-                     help="share in a weakly labelled training set wl_train (default: %(default)s = none)")
+    imp.add_argument(
+        "--box-columns",
+        nargs=4,
+        metavar=("X0", "Y0", "X1", "Y1"),
+        help="four columns with the lesion box (enables the detection layout; masks also give boxes)",
+    )
+    imp.add_argument(
+        "--box-format",
+        choices=("xyxy", "xyxy_inclusive", "xywh"),
+        help="xyxy: x1/y1 exclusive (default); xyxy_inclusive: last pixel; xywh: x0, y0, width, height",
+    )
+    imp.add_argument(
+        "--layouts", nargs="+", choices=task_names(), help="layouts to build (default: all that the columns allow)"
+    )
+    imp.add_argument(
+        "--test-size", type=float, default=0.2, help="share of images in the test set (default: %(default)s)"
+    )
+    imp.add_argument(
+        "--weak-size",
+        type=float,
+        default=0.0,
+        help="share in a weakly labelled training set wl_train (default: %(default)s = none)",
+    )
     imp.add_argument("--seed", type=int, default=0, help="seed of the split (default: %(default)s)")
     imp.add_argument("--train-name", default="sl_train", help="name of the training set (default: %(default)s)")
     imp.add_argument("--test-name", default="sl_test", help="name of the test set (default: %(default)s)")
     imp.add_argument("--weak-name", default="wl_train", help="name of the weak training set (default: %(default)s)")
-    imp.add_argument("--single-class", metavar="NAME",
-                     help="detection: one category NAME for every box (e.g. lesion) instead of the label")
+    imp.add_argument(
+        "--single-class",
+        metavar="NAME",
+        help="detection: one category NAME for every box (e.g. lesion) instead of the label",
+    )
     imp.add_argument("--copy", action="store_true", help="copy files instead of hard-linking them")
-    imp.add_argument("--workers", type=int, default=2, help="processes that decode images for checking (default: %(default)s)")
+    imp.add_argument(
+        "--workers", type=int, default=2, help="processes that decode images for checking (default: %(default)s)"
+    )
 
 
 def _check_leaks_parser(sub: Any) -> None:
     """``dermdl check-leaks`` (see dermdl/leaks/)."""
-    text = ("Find training images that reappear in a test set: exact duplicates (same bytes), near duplicates "
-            "(resized, recompressed, flipped, rotated or slightly cropped copies) and shared group ids "
-            "(same lesion/patient, from a CSV path,group such as the groups.csv that dermdl import writes). "
-            "Training sets = data.wl_train + data.sl_train, test sets = data.sl_tests, unless --train/--test. "
-            "Prints one line per pair, writes all pairs as JSON; exit 1 when leaks are found (unless allowed). "
-            "validate-layout runs the same check.")
-    leaks = sub.add_parser("check-leaks", help="find duplicates and shared lesions/patients between training and test data",
-                           description=text)
+    text = (
+        "Find training images that reappear in a test set: exact duplicates (same bytes), near duplicates "
+        "(resized, recompressed, flipped, rotated or slightly cropped copies) and shared group ids "
+        "(same lesion/patient, from a CSV path,group such as the groups.csv that dermdl import writes). "
+        "Training sets = data.wl_train + data.sl_train, test sets = data.sl_tests, unless --train/--test. "
+        "Prints one line per pair, writes all pairs as JSON; exit 1 when leaks are found (unless allowed). "
+        "validate-layout runs the same check."
+    )
+    leaks = sub.add_parser(
+        "check-leaks",
+        help="find duplicates and shared lesions/patients between training and test data",
+        description=text,
+    )
     _common(leaks)
     leaks.add_argument("--root", help="data root (default: data.root); its layout is detected unless --task")
-    leaks.add_argument("--task", choices=task_names(),
-                       help="layout of the root (default: task from params, or detected when --root is given)")
+    leaks.add_argument(
+        "--task",
+        choices=task_names(),
+        help="layout of the root (default: task from params, or detected when --root is given)",
+    )
     leaks.add_argument("--train", nargs="+", help="training datasets (default: data.wl_train + data.sl_train)")
     leaks.add_argument("--test", nargs="+", help="test datasets (default: data.sl_tests)")
-    leaks.add_argument("--groups", help="CSV with columns path (relative to the root) and group (default: data.groups, "
-                       "else <root>/groups.csv if present)")
-    leaks.add_argument("--allow-leaks", action="store_true", help="report leaks as warnings and exit 0 (data.allow_leaks)")
+    leaks.add_argument(
+        "--groups",
+        help="CSV with columns path (relative to the root) and group (default: data.groups, "
+        "else <root>/groups.csv if present)",
+    )
+    leaks.add_argument(
+        "--allow-leaks", action="store_true", help="report leaks as warnings and exit 0 (data.allow_leaks)"
+    )
     leaks.add_argument("--json", help="write the report here (default: <out_dir>/check-leaks/leaks.json)")
     leaks.add_argument("--workers", type=int, help="worker processes (default: up to 4 CPU cores)")
 
@@ -184,8 +262,9 @@ def _import(args: argparse.Namespace) -> int:
 def _check_leaks(args: argparse.Namespace) -> int:
     from dermdl.leaks import run_cli
 
-    return run_cli(args, _load(args) if Path(args.params).is_file() or args.params != "params.yaml" else None,
-                   _overrides(args))
+    return run_cli(
+        args, _load(args) if Path(args.params).is_file() or args.params != "params.yaml" else None, _overrides(args)
+    )
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -212,7 +291,6 @@ def _load(args: argparse.Namespace):
 
 def _predict(args: argparse.Namespace) -> int:
     from dermdl.images import is_ignored, is_image_file
-    from dermdl.io import atomic_write_text
     from dermdl.models import load_model
     from dermdl.params import resolved_tta
     from dermdl.tasks import get_task
@@ -242,8 +320,11 @@ def _predict(args: argparse.Namespace) -> int:
         written = task.write_predictions(records, probs, config, Path(tmp), "predictions")
         print(written.read_text(encoding="utf-8"), end="")
         if any(p != written for p in Path(tmp).iterdir()):
-            print(f"dermdl predict: the {config.task} model also writes files (e.g. masks, overlays); pass "
-                  "--out FILE.csv to keep them next to the CSV", file=sys.stderr)
+            print(
+                f"dermdl predict: the {config.task} model also writes files (e.g. masks, overlays); pass "
+                "--out FILE.csv to keep them next to the CSV",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -268,8 +349,9 @@ def _convert(args: argparse.Namespace) -> int:
     else:
         params = _load(args)
     if args.conversion == "masks-to-coco":
-        summary = convert.masks_to_coco(args.root, args.out, params, args.datasets, args.format, args.tolerance,
-                                        args.min_area)
+        summary = convert.masks_to_coco(
+            args.root, args.out, params, args.datasets, args.format, args.tolerance, args.min_area
+        )
     else:
         summary = convert.coco_to_masks(args.root, args.out, params, args.datasets)
     print(f"convert {args.conversion}: wrote {args.out} ({summary})")

@@ -53,8 +53,9 @@ def _outline(component: np.ndarray, tolerance: float) -> list[list[float]]:
     return polygons
 
 
-def mask_to_objects(classes: np.ndarray, n_classes: int, fmt: str = "polygon", tolerance: float = 0.5,
-                    min_area: int = 1) -> list[dict[str, Any]]:
+def mask_to_objects(
+    classes: np.ndarray, n_classes: int, fmt: str = "polygon", tolerance: float = 0.5, min_area: int = 1
+) -> list[dict[str, Any]]:
     """COCO annotation bodies (no ids) for a class-id mask: one per connected component per class."""
     from pycocotools import mask as mask_utils
 
@@ -73,8 +74,9 @@ def mask_to_objects(classes: np.ndarray, n_classes: int, fmt: str = "polygon", t
                 segmentation: Any = {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
             else:
                 segmentation = _outline(component, tolerance)
-            objects.append({"category_id": cls, "bbox": [x, y, w, h], "area": area, "iscrowd": 0,
-                            "segmentation": segmentation})
+            objects.append(
+                {"category_id": cls, "bbox": [x, y, w, h], "area": area, "iscrowd": 0, "segmentation": segmentation}
+            )
     return objects
 
 
@@ -86,16 +88,21 @@ def objects_to_mask(annotations: list[dict], height: int, width: int, class_of: 
     for ann in sorted(annotations, key=lambda a: -float(a.get("area") or a["bbox"][2] * a["bbox"][3])):
         seg = ann.get("segmentation")
         if isinstance(seg, dict):
-            rle = mask_utils.frPyObjects(seg, height, width) if isinstance(seg["counts"], list) else \
-                {"size": seg["size"], "counts": seg["counts"].encode("ascii") if isinstance(seg["counts"], str)
-                 else seg["counts"]}
+            rle = (
+                mask_utils.frPyObjects(seg, height, width)
+                if isinstance(seg["counts"], list)
+                else {
+                    "size": seg["size"],
+                    "counts": seg["counts"].encode("ascii") if isinstance(seg["counts"], str) else seg["counts"],
+                }
+            )
             pixels = mask_utils.decode(rle).astype(bool)
         elif seg:
             pixels = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(seg, height, width))).astype(bool)
         else:  # box only: paint the box
             x, y, w, h = ann["bbox"]
             pixels = np.zeros((height, width), bool)
-            pixels[int(round(y)):int(round(y + h)), int(round(x)):int(round(x + w))] = True
+            pixels[int(round(y)) : int(round(y + h)), int(round(x)) : int(round(x + w))] = True
         out[pixels] = class_of[ann["category_id"]]
     return out
 
@@ -107,20 +114,31 @@ def _fresh(out: Path, source: Path) -> None:
         raise ValueError(f"{out}: already exists; choose a new output folder (convert never overwrites data)")
 
 
-def masks_to_coco(root: str | Path, out: str | Path, params: Any, datasets: list[str] | None = None,
-                  fmt: str = "polygon", tolerance: float = 0.5, min_area: int = 1) -> dict[str, Any]:
+def masks_to_coco(
+    root: str | Path,
+    out: str | Path,
+    params: Any,
+    datasets: list[str] | None = None,
+    fmt: str = "polygon",
+    tolerance: float = 0.5,
+    min_area: int = 1,
+) -> dict[str, Any]:
     """Segmentation layout under ``root`` -> COCO detection layout under ``out`` (images copied)."""
     from dermdl.images import open_mask
-    from dermdl.tasks.segmentation.data import ValueMap
     from dermdl.tasks.detection.layout import LAYOUT as COCO_LAYOUT
-    from dermdl.tasks.segmentation.layout import LAYOUT as MASK_LAYOUT, scan_segmentation
+    from dermdl.tasks.segmentation.data import ValueMap
+    from dermdl.tasks.segmentation.layout import LAYOUT as MASK_LAYOUT
+    from dermdl.tasks.segmentation.layout import scan_segmentation
 
     root, out = Path(root), Path(out)
     _fresh(out, root)
     codes = list(params.segmentation.codes)
     value_map = ValueMap(params.segmentation.value_map(), len(codes))
-    names = datasets or (sorted(p.name for p in root.iterdir() if (root / MASK_LAYOUT.image_dir(p.name)).is_dir())
-                         if root.is_dir() else [])
+    names = datasets or (
+        sorted(p.name for p in root.iterdir() if (root / MASK_LAYOUT.image_dir(p.name)).is_dir())
+        if root.is_dir()
+        else []
+    )
     items, report = scan_segmentation(root, names, value_map=params.segmentation.value_map(), check_images=True)
     if not report.ok or not names:
         raise ValueError(f"{root}: cannot convert:\n" + "\n".join(report.lines() or ["no datasets found"]))
@@ -138,8 +156,10 @@ def masks_to_coco(root: str | Path, out: str | Path, params: Any, datasets: list
                 image_path = tmp / COCO_LAYOUT.image_path(name, item.path.name)
                 image_path.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(item.path, image_path)
-            atomic_write_json(tmp / COCO_LAYOUT.annotation_path(name),
-                              {"images": images, "annotations": annotations, "categories": categories})
+            atomic_write_json(
+                tmp / COCO_LAYOUT.annotation_path(name),
+                {"images": images, "annotations": annotations, "categories": categories},
+            )
             summary[name] = {"images": len(images), "objects": len(annotations)}
     return summary
 
@@ -147,24 +167,30 @@ def masks_to_coco(root: str | Path, out: str | Path, params: Any, datasets: list
 def coco_to_masks(root: str | Path, out: str | Path, params: Any, datasets: list[str] | None = None) -> dict[str, Any]:
     """COCO detection layout under ``root`` -> segmentation layout under ``out`` (images copied)."""
     from dermdl.images import write_png
-    from dermdl.tasks.detection.layout import LAYOUT as COCO_LAYOUT, decode_target, scan_coco
-    from dermdl.tasks.segmentation.layout import LAYOUT as MASK_LAYOUT
+    from dermdl.tasks.detection.layout import LAYOUT as COCO_LAYOUT
+    from dermdl.tasks.detection.layout import decode_target, scan_coco
     from dermdl.tasks.segmentation.data import ValueMap
+    from dermdl.tasks.segmentation.layout import LAYOUT as MASK_LAYOUT
 
     root, out = Path(root), Path(out)
     _fresh(out, root)
     codes = list(params.segmentation.codes)
     value_map = ValueMap(params.segmentation.value_map(), len(codes))
     annotations = root / Path(COCO_LAYOUT.annotation_path("*"))
-    names = datasets or (sorted(COCO_LAYOUT.dataset_name(p.name) for p in annotations.parent.glob(annotations.name))
-                         if root.is_dir() else [])
+    names = datasets or (
+        sorted(COCO_LAYOUT.dataset_name(p.name) for p in annotations.parent.glob(annotations.name))
+        if root.is_dir()
+        else []
+    )
     items, categories, report = scan_coco(root, names, check_images=True)
     if not report.ok or not names:
         raise ValueError(f"{root}: cannot convert:\n" + "\n".join(report.lines() or ["no annotation files found"]))
     unknown = [c for c in categories if c not in codes[1:]]
     if unknown:
-        raise ValueError(f"{root}: categories {unknown} are not in segmentation.codes {codes} (index 0 is the "
-                         f"background); set e.g. --set 'segmentation.codes=[skin, {', '.join(categories)}]'")
+        raise ValueError(
+            f"{root}: categories {unknown} are not in segmentation.codes {codes} (index 0 is the "
+            f"background); set e.g. --set 'segmentation.codes=[skin, {', '.join(categories)}]'"
+        )
     summary: dict[str, Any] = {}
     with atomic_dir(out) as tmp:
         for name in names:
@@ -185,4 +211,3 @@ def coco_to_masks(root: str | Path, out: str | Path, params: Any, datasets: list
                 write_png(tmp / MASK_LAYOUT.mask_path(name, item.path.name), value_map.to_stored(classes))
             summary[name] = {"images": len(stems)}
     return summary
-

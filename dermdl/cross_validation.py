@@ -16,7 +16,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-
 from dermdl.arrays import PreparedImages
 from dermdl.bootstrap import format_value
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
@@ -27,12 +26,16 @@ from dermdl.weak_labels import overall_values
 
 def summary_table(per_fold: list[dict[str, float]], pooled: dict) -> str:
     metrics = list(per_fold[0])
-    lines = ["| metric | " + " | ".join(f"fold {i}" for i in range(len(per_fold))) + " | mean ± std | pooled (95% CI) |",
-             "| --- |" + " --- |" * (len(per_fold) + 2)]
+    lines = [
+        "| metric | " + " | ".join(f"fold {i}" for i in range(len(per_fold))) + " | mean ± std | pooled (95% CI) |",
+        "| --- |" + " --- |" * (len(per_fold) + 2),
+    ]
     for name in metrics:
         values = [fold.get(name) for fold in per_fold]
         known = [v for v in values if v is not None]
-        spread = f"{statistics.mean(known):.3f} ± {statistics.stdev(known) if len(known) > 1 else 0.0:.3f}" if known else "—"
+        spread = (
+            f"{statistics.mean(known):.3f} ± {statistics.stdev(known) if len(known) > 1 else 0.0:.3f}" if known else "—"
+        )
         p = (pooled.get("overall") or {}).get(name)
         pooled_text = format_value(p, 3)
         cells = " | ".join("—" if v is None else f"{v:.3f}" for v in values)
@@ -40,8 +43,15 @@ def summary_table(per_fold: list[dict[str, float]], pooled: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _fold(task: Task, params: Params, train: list[dict], valid: list[dict], classes: list[str], work: Path,
-          weak: list[dict] | None) -> tuple[Any, Any]:
+def _fold(
+    task: Task,
+    params: Params,
+    train: list[dict],
+    valid: list[dict],
+    classes: list[str],
+    work: Path,
+    weak: list[dict] | None,
+) -> tuple[Any, Any]:
     """One fold's model: trained (resuming a killed fold from its checkpoint), or the one a killed
     run had already finished (its weights are kept in ``work`` until the whole CV is done)."""
     from dermdl.checkpoint import fingerprint
@@ -59,8 +69,15 @@ def _fold(task: Task, params: Params, train: list[dict], valid: list[dict], clas
     return result.model, result.config
 
 
-def cross_validate(task: Task, params: Params, records: list[dict], classes: list[str], cv_dir: Path,
-                   work_dir: Path, weak: list[dict] | None = None) -> dict[str, Any]:
+def cross_validate(
+    task: Task,
+    params: Params,
+    records: list[dict],
+    classes: list[str],
+    cv_dir: Path,
+    work_dir: Path,
+    weak: list[dict] | None = None,
+) -> dict[str, Any]:
     """Train one model per fold, score it on its held-out fold, pool the out-of-fold predictions.
 
     Folds train in ``work_dir`` (kept by DVC across runs): a killed run resumes mid-fold and reuses
@@ -77,8 +94,7 @@ def cross_validate(task: Task, params: Params, records: list[dict], classes: lis
             print(f"train: cross-validation fold {index + 1}/{k}: {len(train)} training, {len(valid)} held-out images")
             model, config = _fold(task, params, train, valid, classes, work, weak)
             shutil.copytree(work, fold_dir, ignore=shutil.ignore_patterns("checkpoint", "model", "done.json"))
-            preds = task.predict(model, config, PreparedImages(valid), params.infer.bs,
-                                 params.tta)
+            preds = task.predict(model, config, PreparedImages(valid), params.infer.bs, params.tta)
             task.write_predictions(valid, preds, config, fold_dir / "predictions", "held_out")
             per_fold_full.append(task.analyze(fold_dir / "predictions", "held_out", config, params, fold_dir / "plots"))
             held_out += valid
@@ -86,14 +102,21 @@ def cross_validate(task: Task, params: Params, records: list[dict], classes: lis
         task.write_predictions(held_out, task.concat_predictions(predictions), config, tmp / "pooled", "out_of_fold")
         pooled = task.analyze(tmp / "pooled", "out_of_fold", config, params, tmp / "pooled" / "plots")
         per_fold = [overall_values(m) for m in per_fold_full]
-        spread = {name: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
-                  for name in per_fold[0]
-                  if (v := [f[name] for f in per_fold if f.get(name) is not None])}
-        report = {"folds": k, "grouped": any(r.get("group") for r in records), "per_fold": per_fold_full,
-                  "pooled": pooled}
+        spread = {
+            name: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0}
+            for name in per_fold[0]
+            if (v := [f[name] for f in per_fold if f.get(name) is not None])
+        }
+        report = {
+            "folds": k,
+            "grouped": any(r.get("group") for r in records),
+            "per_fold": per_fold_full,
+            "pooled": pooled,
+        }
         atomic_write_json(tmp / "report.json", report)
-        atomic_write_json(tmp / "metrics.json", {"per_fold": per_fold, "mean_std": spread,
-                                                 "pooled": overall_values(pooled)})
+        atomic_write_json(
+            tmp / "metrics.json", {"per_fold": per_fold, "mean_std": spread, "pooled": overall_values(pooled)}
+        )
         table = summary_table(per_fold, pooled)
         atomic_write_text(tmp / "summary.md", table)
     shutil.rmtree(work_dir, ignore_errors=True)

@@ -52,8 +52,14 @@ def _skin(rng: np.random.Generator, size: int) -> np.ndarray:
     return img * (1.0 + 0.03 * grain[..., None])
 
 
-def _shape(rng: np.random.Generator, size: int, area: float, amps: dict[int, float],
-           aspect: tuple[float, float], notches: int = 0) -> np.ndarray:
+def _shape(
+    rng: np.random.Generator,
+    size: int,
+    area: float,
+    amps: dict[int, float],
+    aspect: tuple[float, float],
+    notches: int = 0,
+) -> np.ndarray:
     """Anti-aliased lesion alpha (uint8) of a star-shaped polar outline with the given area fraction.
 
     r(t) = 1 + sum_k a_k cos(k t + phi_k), minus Gaussian notches; low k gives asymmetry,
@@ -88,8 +94,14 @@ def _supersampled(size: int, draw: Callable[[np.ndarray, int], None], up: int = 
     return cv2.resize(layer, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] / 255.0
 
 
-def _dots(rng: np.random.Generator, field: np.ndarray, where: np.ndarray, n: int,
-          colour: np.ndarray, radius: tuple[float, float]) -> None:
+def _dots(
+    rng: np.random.Generator,
+    field: np.ndarray,
+    where: np.ndarray,
+    n: int,
+    colour: np.ndarray,
+    radius: tuple[float, float],
+) -> None:
     """Paint n round dots (globules, milia, comedo openings) centred at random pixels of ``where``."""
     ys, xs = np.nonzero(where)
     if len(xs) == 0:
@@ -115,7 +127,7 @@ def _nevus(rng: np.random.Generator, size: int, area: float) -> tuple[np.ndarray
     net = np.abs(np.sin(u * f)) * np.abs(np.sin(v * f))  # regular reticular network
     dist = cv2.distanceTransform((alpha > 127).astype(np.uint8), cv2.DIST_L2, 3)
     centre = np.clip(dist / (dist.max() + 1e-6), 0, 1)  # symmetric, central-darker profile
-    field *= (1.0 + 0.10 * (net[..., None] - 0.25) - 0.15 * centre[..., None])
+    field *= 1.0 + 0.10 * (net[..., None] - 0.25) - 0.15 * centre[..., None]
     return field, alpha, rng.uniform(1.2, 2.2)  # soft, fading edge
 
 
@@ -123,8 +135,17 @@ def _melanoma(rng: np.random.Generator, size: int, area: float) -> tuple[np.ndar
     """Melanoma: asymmetric, notched irregular border, 3-5 colours in blotchy regions, atypical dots."""
     amps = {1: 0.22, 2: 0.20, 3: 0.15, 5: 0.07, 7: 0.06, 11: 0.05, 13: 0.04, 17: 0.03}
     alpha = _shape(rng, size, area, amps, (0.6, 1.0), notches=int(rng.integers(2, 5)))
-    palette = np.array([[0.38, 0.22, 0.13], [0.10, 0.07, 0.07], [0.42, 0.48, 0.58],
-                        [0.78, 0.36, 0.36], [0.66, 0.46, 0.30], [0.86, 0.82, 0.84]], np.float32)
+    palette = np.array(
+        [
+            [0.38, 0.22, 0.13],
+            [0.10, 0.07, 0.07],
+            [0.42, 0.48, 0.58],
+            [0.78, 0.36, 0.36],
+            [0.66, 0.46, 0.30],
+            [0.86, 0.82, 0.84],
+        ],
+        np.float32,
+    )
     pick = np.concatenate([[0, 1], rng.choice([2, 3, 4, 5], int(rng.integers(2, 4)), replace=False)])
     fields = np.stack([_noise(rng, size, int(rng.integers(3, 6))) + 0.35 * _noise(rng, size, 11) for _ in pick])
     ramp = np.linspace(-1, 1, size, dtype=np.float32)
@@ -145,9 +166,9 @@ def _sk(rng: np.random.Generator, size: int, area: float) -> tuple[np.ndarray, n
     tan = np.array([0.72, 0.56, 0.40]) * rng.normal(1.0, 0.05, 3)
     field = np.ones((size, size, 3), np.float32) * tan.astype(np.float32)
     band = _noise(rng, size, int(rng.integers(12, 17))) + _noise(rng, size, 5) * 0.3
-    ridges = np.exp(-(band / 0.16) ** 2)  # winding fissures along zero crossings: cerebriform look
-    field *= (1.0 - 0.4 * ridges[..., None])
-    field *= (1.0 + 0.08 * _noise(rng, size, 6)[..., None])  # waxy sheen
+    ridges = np.exp(-((band / 0.16) ** 2))  # winding fissures along zero crossings: cerebriform look
+    field *= 1.0 - 0.4 * ridges[..., None]
+    field *= 1.0 + 0.08 * _noise(rng, size, 6)[..., None]  # waxy sheen
     inside = cv2.erode((alpha > 127).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     _dots(rng, field, inside, int(rng.integers(8, 18)), np.array([0.95, 0.93, 0.82]), (1.0, 1.9))
     _dots(rng, field, inside, int(rng.integers(6, 14)), np.array([0.16, 0.11, 0.08]), (1.0, 2.0))
@@ -170,7 +191,7 @@ def _hairs(rng: np.random.Generator, img: np.ndarray, centre: tuple[float, float
         d = np.array([np.cos(ang), np.sin(ang)]) * half
         ctrl = mid + np.array([-d[1], d[0]]) * rng.uniform(-0.5, 0.5)
         s = np.linspace(0, 1, 40)[:, None]
-        pts = (1 - s) ** 2 * (mid - d) + 2 * s * (1 - s) * ctrl + s ** 2 * (mid + d)
+        pts = (1 - s) ** 2 * (mid - d) + 2 * s * (1 - s) * ctrl + s**2 * (mid + d)
         curves.append((pts, int(rng.integers(170, 256)), int(rng.integers(2, 5))))
 
     def draw(layer: np.ndarray, up: int) -> None:
@@ -207,7 +228,7 @@ def render(rng: np.random.Generator, size: int, cls: str | None) -> tuple[np.nda
         target = np.array([0.50, 0.34, 0.24]) * rng.uniform(0.55, 1.25) * rng.normal(1.0, 0.04, 3)
         mean = field[inside].mean(0)
         hue_shift = (target / target.mean()) / (mean / mean.mean())
-        gain = np.clip(target.mean() / mean.mean() * hue_shift ** CHROMA, 0.3, 3.0)
+        gain = np.clip(target.mean() / mean.mean() * hue_shift**CHROMA, 0.3, 3.0)
         field = np.clip(field * gain.astype(np.float32), 0, 1)
         a = cv2.GaussianBlur(alpha.astype(np.float32) / 255.0, (0, 0), soft)[..., None]
         texture = img / img.mean((0, 1))  # let skin texture show through the pigment a little
@@ -217,7 +238,7 @@ def render(rng: np.random.Generator, size: int, cls: str | None) -> tuple[np.nda
     _hairs(rng, img, centre)
     img *= (rng.uniform(0.75, 1.15) * rng.normal(1.0, 0.04, 3)).astype(np.float32)  # lighting
     ramp = np.linspace(-1, 1, size, dtype=np.float32)
-    img *= (1 + rng.uniform(-0.12, 0.12) * ramp[None, :, None] + rng.uniform(-0.12, 0.12) * ramp[:, None, None])
+    img *= 1 + rng.uniform(-0.12, 0.12) * ramp[None, :, None] + rng.uniform(-0.12, 0.12) * ramp[:, None, None]
     _vignette(rng, img)
     img += rng.normal(0, 0.008, img.shape).astype(np.float32)
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), mask
@@ -235,8 +256,12 @@ def coco_annotation(mask: np.ndarray) -> dict:
     x0, y0 = int(xs.min()), int(ys.min())
     contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     polys = [c.reshape(-1).astype(float).tolist() for c in contours if len(c) >= 3]
-    return {"bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
-            "area": int(len(xs)), "iscrowd": 0, "segmentation": polys}
+    return {
+        "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+        "area": int(len(xs)),
+        "iscrowd": 0,
+        "segmentation": polys,
+    }
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -244,8 +269,15 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def generate_demo(out: Path, seed: int = 0, size: int = 128, n_train: int = 80, n_test: int = 40,
-                  n_weak: int = 40, n_negative: int = 2) -> dict:
+def generate_demo(
+    out: Path,
+    seed: int = 0,
+    size: int = 128,
+    n_train: int = 80,
+    n_test: int = 40,
+    n_weak: int = 40,
+    n_negative: int = 2,
+) -> dict:
     """Write the demo dataset (classification, segmentation, detection) to ``out`` atomically.
 
     Counts are per class; ``n_negative`` lesion-free images are added to each detection set.
@@ -273,8 +305,14 @@ def generate_demo(out: Path, seed: int = 0, size: int = 128, n_train: int = 80, 
                         _write(tmp / task / layout.image_path(ds, name), png)
                         images.append({"id": len(images) + 1, "file_name": name, "width": size, "height": size})
                         if cls is not None:
-                            anns.append({"id": len(anns) + 1, "image_id": len(images),
-                                         "category_id": c + 1, **coco_annotation(mask)})
+                            anns.append(
+                                {
+                                    "id": len(anns) + 1,
+                                    "image_id": len(images),
+                                    "category_id": c + 1,
+                                    **coco_annotation(mask),
+                                }
+                            )
                     elif cls is not None and not layout.annotations:
                         _write(tmp / task / layout.image_path(ds, name, cls), png)
                         if layout.mask:
@@ -282,9 +320,13 @@ def generate_demo(out: Path, seed: int = 0, size: int = 128, n_train: int = 80, 
             for task, layout in layouts.items():
                 if task in coco:
                     images, anns = coco[task]
-                    document = {"images": images, "annotations": anns,
-                                "categories": [{"id": k + 1, "name": n, "supercategory": "lesion"}
-                                               for k, n in enumerate(CLASSES)]}
+                    document = {
+                        "images": images,
+                        "annotations": anns,
+                        "categories": [
+                            {"id": k + 1, "name": n, "supercategory": "lesion"} for k, n in enumerate(CLASSES)
+                        ],
+                    }
                     _write(tmp / task / layout.annotation_path(ds), (json.dumps(document, indent=1) + "\n").encode())
                     summary[task][ds] = {"images": len(images), "annotations": len(anns), "negatives": n_negative}
                 elif layout.mask:
@@ -304,8 +346,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-test", type=int, default=40, help="sl_test images per class")
     parser.add_argument("--n-negative", type=int, default=2, help="lesion-free images per detection set")
     args = parser.parse_args(argv)
-    summary = generate_demo(args.out, seed=args.seed, size=args.size, n_train=args.n_train,
-                            n_test=args.n_test, n_weak=args.n_weak, n_negative=args.n_negative)
+    summary = generate_demo(
+        args.out,
+        seed=args.seed,
+        size=args.size,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        n_weak=args.n_weak,
+        n_negative=args.n_negative,
+    )
     print(json.dumps(summary, indent=2))
     return 0
 

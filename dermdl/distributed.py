@@ -54,8 +54,16 @@ def should_launch(params: Any) -> bool:
 
 def launch(params: Any, cli_args: list[str]) -> int:
     """Re-run this ``dermdl`` command under torchrun with ``train.nproc`` local processes."""
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={params.train.nproc}", "-m", "dermdl.cli", *cli_args]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={params.train.nproc}",
+        "-m",
+        "dermdl.cli",
+        *cli_args,
+    ]
     print(f"train: launching {params.train.nproc} processes: {' '.join(command[1:])}", flush=True)
     return subprocess.call(command)
 

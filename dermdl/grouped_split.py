@@ -25,8 +25,9 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 
 
-def group_split(labels: Sequence[Hashable], groups: Sequence[Hashable], shares: Mapping[str, float],
-                seed: int = 0) -> list[str]:
+def group_split(
+    labels: Sequence[Hashable], groups: Sequence[Hashable], shares: Mapping[str, float], seed: int = 0
+) -> list[str]:
     """Dataset name for every item: items of one group share a dataset, label proportions are kept.
 
     ``shares`` maps dataset names to fractions summing to 1 (zero-share datasets get nothing).
@@ -45,17 +46,18 @@ def group_split(labels: Sequence[Hashable], groups: Sequence[Hashable], shares: 
     for label, group in zip(labels, groups):
         counts[group_ids[group], label_ids[label]] += 1
     fractions = np.array([shares[n] for n in names])
-    target = fractions[:, None] * counts.sum(0)[None, :] + 1e-9          # (datasets, labels)
+    target = fractions[:, None] * counts.sum(0)[None, :] + 1e-9  # (datasets, labels)
     filled = np.zeros_like(target)
-    rank = np.random.default_rng(seed).permutation(len(group_ids))        # tie order among equal sizes
+    rank = np.random.default_rng(seed).permutation(len(group_ids))  # tie order among equal sizes
     order = sorted(range(len(group_ids)), key=lambda g: (-counts[g].sum(), rank[g]))
     assigned = np.empty(len(group_ids), dtype=int)
     for g in order:
         g_counts = counts[g]
         present = g_counts > 0
-        cost = ((filled[:, present] + g_counts[present]) / target[:, present]
-                - (filled[:, present] == 0)) @ g_counts[present]
-        d = int(np.argmin(cost))                                         # ties: first dataset in ``shares``
+        cost = ((filled[:, present] + g_counts[present]) / target[:, present] - (filled[:, present] == 0)) @ g_counts[
+            present
+        ]
+        d = int(np.argmin(cost))  # ties: first dataset in ``shares``
         assigned[g] = d
         filled[d] += g_counts
     return [names[assigned[group_ids[group]]] for group in groups]

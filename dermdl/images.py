@@ -42,10 +42,18 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".
 MAX_PIXELS = 64_000_000
 
 # Lower-case names of files/folders that operating systems and archivers create on their own.
-IGNORED_NAMES = frozenset({
-    "thumbs.db", "ehthumbs.db", "ehthumbs_vista.db", "desktop.ini", "__macosx",
-    "$recycle.bin", "system volume information", "icon\r",
-})
+IGNORED_NAMES = frozenset(
+    {
+        "thumbs.db",
+        "ehthumbs.db",
+        "ehthumbs_vista.db",
+        "desktop.ini",
+        "__macosx",
+        "$recycle.bin",
+        "system volume information",
+        "icon\r",
+    }
+)
 
 _REMOVE = "delete it or move it out of the dataset folder"
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "La", "RGBa"})
@@ -87,7 +95,8 @@ def _ensure_strict_truncation() -> None:
         warnings.warn(
             "PIL.ImageFile.LOAD_TRUNCATED_IMAGES was True; dermdl sets it to False so that "
             "truncated image files are reported instead of silently padded with grey.",
-            RuntimeWarning, stacklevel=3,
+            RuntimeWarning,
+            stacklevel=3,
         )
         ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -120,8 +129,11 @@ def _open_decoded(path: str | os.PathLike, max_pixels: int) -> Image.Image:
     except FileNotFoundError:
         raise ImageError(path, "file does not exist", "check the path") from None
     except OSError as exc:
-        raise ImageError(path, f"cannot read the file ({exc.strerror or exc})",
-                         "check that it exists and that you have permission to read it") from None
+        raise ImageError(
+            path,
+            f"cannot read the file ({exc.strerror or exc})",
+            "check that it exists and that you have permission to read it",
+        ) from None
     if path.is_dir():
         raise ImageError(path, "is a folder, not an image file", f"rename it or {_REMOVE}")
     if size == 0:
@@ -134,14 +146,15 @@ def _open_decoded(path: str | os.PathLike, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError as exc:  # beyond Pillow's hard limit, its header size is
         found = re.search(r"\((\d+) pixels\)", str(exc))  # only in the message
         size_text = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
-        raise ImageError(path, f"image has {size_text}, above the limit of {max_pixels / 1e6:g} "
-                         "megapixels (decompression-bomb guard)",
-                         f"downscale it below {max_pixels / 1e6:g} megapixels, or {_REMOVE}") from None
+        raise ImageError(
+            path,
+            f"image has {size_text}, above the limit of {max_pixels / 1e6:g} megapixels (decompression-bomb guard)",
+            f"downscale it below {max_pixels / 1e6:g} megapixels, or {_REMOVE}",
+        ) from None
     except UnidentifiedImageError:
         raise ImageError(
             path,
-            f"not a readable image: the content is corrupt or is not a {path.suffix or 'image'} "
-            "file despite its name",
+            f"not a readable image: the content is corrupt or is not a {path.suffix or 'image'} file despite its name",
             f"re-export the file (e.g. as PNG or JPEG), or {_REMOVE}",
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError) as exc:
@@ -149,22 +162,21 @@ def _open_decoded(path: str | os.PathLike, max_pixels: int) -> Image.Image:
     with image:
         width, height = image.size
         if width <= 0 or height <= 0:
-            raise ImageError(path, f"image has an invalid size {width} x {height}",
-                             f"re-export the file, or {_REMOVE}")
+            raise ImageError(path, f"image has an invalid size {width} x {height}", f"re-export the file, or {_REMOVE}")
         if width * height > max_pixels:
             raise _too_large(path, width, height, max_pixels)
         try:
             image.load()
         except MemoryError:
-            raise ImageError(path, "not enough memory to decode the image",
-                             f"downscale it, or {_REMOVE}") from None
+            raise ImageError(path, "not enough memory to decode the image", f"downscale it, or {_REMOVE}") from None
         except Exception as exc:  # plugins raise OSError, ValueError, struct.error, IndexError ...
             raise _decode_failure(path, exc) from None
         try:
             out = ImageOps.exif_transpose(image)
         except Exception as exc:  # broken EXIF block
-            raise ImageError(path, f"EXIF metadata is corrupt ({exc})",
-                             "re-export the file to rewrite its metadata") from None
+            raise ImageError(
+                path, f"EXIF metadata is corrupt ({exc})", "re-export the file to rewrite its metadata"
+            ) from None
         if out is None or out is image:
             out = image.copy()  # detach from the (closing) file handle
     return out
@@ -187,8 +199,9 @@ def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
         try:
             rgba = image.convert("RGBA")
         except (ValueError, OSError) as exc:
-            raise ImageError(path, f"cannot convert pixel mode {mode} to RGB ({exc})",
-                             "re-export the file as 8-bit RGB") from None
+            raise ImageError(
+                path, f"cannot convert pixel mode {mode} to RGB ({exc})", "re-export the file as 8-bit RGB"
+            ) from None
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     if mode == "RGB":
@@ -196,8 +209,9 @@ def _to_rgb(image: Image.Image, path: Path) -> Image.Image:
     try:
         return image.convert("RGB")
     except (ValueError, OSError) as exc:
-        raise ImageError(path, f"unsupported pixel mode {mode} ({exc})",
-                         "re-export the file as 8-bit RGB or grayscale") from None
+        raise ImageError(
+            path, f"unsupported pixel mode {mode} ({exc})", "re-export the file as 8-bit RGB or grayscale"
+        ) from None
 
 
 def open_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -240,18 +254,25 @@ def open_mask(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarr
     if mode == "I":
         values = np.asarray(image)
         if values.size and (values.min() < 0 or values.max() > 65535):
-            raise ImageError(path, "mask values do not fit in 16 bits",
-                             "save the mask as an 8-bit or 16-bit single-channel PNG")
+            raise ImageError(
+                path, "mask values do not fit in 16 bits", "save the mask as an 8-bit or 16-bit single-channel PNG"
+            )
         return values.astype(np.uint16)
     if mode in ("RGB", "RGBA", "LA"):
         values = np.asarray(image)
         channels = values[..., :3] if mode != "LA" else values[..., :1]
         if np.all(channels == channels[..., :1]):
             return np.ascontiguousarray(channels[..., 0], dtype=np.uint8)
-        raise ImageError(path, f"mask is a colour ({mode}) image, so its class values are ambiguous",
-                         "save the mask as a single-channel (L or palette) PNG of class values")
-    raise ImageError(path, f"unsupported mask pixel mode {mode}",
-                     "save the mask as a single-channel (L or palette) PNG of class values")
+        raise ImageError(
+            path,
+            f"mask is a colour ({mode}) image, so its class values are ambiguous",
+            "save the mask as a single-channel (L or palette) PNG of class values",
+        )
+    raise ImageError(
+        path,
+        f"unsupported mask pixel mode {mode}",
+        "save the mask as a single-channel (L or palette) PNG of class values",
+    )
 
 
 def write_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 6, atomic: bool = True) -> None:

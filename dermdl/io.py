@@ -41,9 +41,12 @@ def _explain_full_disk(path: Path, exc: BaseException) -> None:
     except OSError:
         return
     if free < LOW_DISK:
-        raise OSError(errno.ENOSPC, f"{path}: could not be written, the disk is full ({free / 2**20:.0f} MiB free; "
-                      f"{exc.__class__.__name__}: {exc}). Free space there or set out_dir to a larger disk; "
-                      "the previous complete file, if any, is unchanged") from exc
+        raise OSError(
+            errno.ENOSPC,
+            f"{path}: could not be written, the disk is full ({free / 2**20:.0f} MiB free; "
+            f"{exc.__class__.__name__}: {exc}). Free space there or set out_dir to a larger disk; "
+            "the previous complete file, if any, is unchanged",
+        ) from exc
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

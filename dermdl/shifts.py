@@ -33,8 +33,9 @@ def blur(pixels: np.ndarray, radius: float) -> np.ndarray:
 def resolution(pixels: np.ndarray, factor: float) -> np.ndarray:
     """Down-sample by ``factor`` (< 1) and back up: detail lost, size kept."""
     height, width = pixels.shape[:2]
-    small = Image.fromarray(pixels).resize((max(1, round(width * factor)), max(1, round(height * factor))),
-                                           Image.Resampling.BILINEAR)
+    small = Image.fromarray(pixels).resize(
+        (max(1, round(width * factor)), max(1, round(height * factor))), Image.Resampling.BILINEAR
+    )
     return np.asarray(small.resize((width, height), Image.Resampling.BILINEAR))
 
 

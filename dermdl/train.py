@@ -32,8 +32,8 @@ from dermdl.callbacks import (
 from dermdl.checkpoint import Checkpoints, EpochState, RoundState, fingerprint
 from dermdl.distributed import DataParallel, alone, is_main, no_gather, shard_train_loader, unwrap, world_size
 from dermdl.models import ModelConfig
-from dermdl.params import Params
 from dermdl.optimizers import opt_func
+from dermdl.params import Params
 from dermdl.runlog import RunLog
 from dermdl.schedule import Phase, fit_plan, phases
 from dermdl.tasks import Task
@@ -71,8 +71,14 @@ class Session:
         self.task, self.params, self.classes, self.out = task, params, list(classes), out
         train = params.train
         self.config = ModelConfig(
-            task=task.name, arch=train.model, classes=list(classes), input_size=train.input_size, mean=[], std=[],
-            preprocess_size=params.preprocess.size, resize=params.preprocess.resize,
+            task=task.name,
+            arch=train.model,
+            classes=list(classes),
+            input_size=train.input_size,
+            mean=[],
+            std=[],
+            preprocess_size=params.preprocess.size,
+            resize=params.preprocess.resize,
             color_constancy=params.preprocess.color_constancy,
             extra={"exp_name": train.exp_name, "pretrained": train.pretrained, **task.config_extra(params)},
         )
@@ -133,8 +139,16 @@ class Session:
         dls = self.dataloaders(train_records, valid_records, self.params, norm)
         if world_size() > 1:
             cbs.append(DataParallel())
-        learn = Learner(dls, model, loss_func=loss, metrics=metrics, splitter=self.task.splitter,
-                        opt_func=opt_func(self.params.train), cbs=cbs, path=self.out)
+        learn = Learner(
+            dls,
+            model,
+            loss_func=loss,
+            metrics=metrics,
+            splitter=self.task.splitter,
+            opt_func=opt_func(self.params.train),
+            cbs=cbs,
+            path=self.out,
+        )
         learn.dermdl_norm = norm
         self._accelerate(learn)
         return learn
@@ -185,9 +199,14 @@ class Session:
         """Where the run stands: the :class:`~dermdl.checkpoint.Position` fields of both checkpoint kinds."""
         from dermdl.checkpoint import capture_rng
 
-        return {"epochs_done": self.epochs_done, "step": self.log.step, "lr": self.lr, "tune": self.tune,
-                "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
-                "rng": capture_rng(dls)}
+        return {
+            "epochs_done": self.epochs_done,
+            "step": self.log.step,
+            "lr": self.lr,
+            "tune": self.tune,
+            "model": {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()},
+            "rng": capture_rng(dls),
+        }
 
     def _save_checkpoint(self, learn) -> None:
         from dermdl.checkpoint import plain_optimizer_state
@@ -195,12 +214,15 @@ class Session:
         self.epochs_done += 1
         if not is_main():
             return
-        self.checkpoints.save(EpochState(
-            **self._position(learn.model, learn.dls), opt=plain_optimizer_state(learn.opt),
-            monitor=self.monitor.state() if self.monitor else None,
-            plateau=self.plateau.state() if self.plateau else None,
-            smooth_loss=[learn.recorder.smooth_loss.count, learn.recorder.smooth_loss.val],
-        ))
+        self.checkpoints.save(
+            EpochState(
+                **self._position(learn.model, learn.dls),
+                opt=plain_optimizer_state(learn.opt),
+                monitor=self.monitor.state() if self.monitor else None,
+                plateau=self.plateau.state() if self.plateau else None,
+                smooth_loss=[learn.recorder.smooth_loss.count, learn.recorder.smooth_loss.val],
+            )
+        )
 
     def save_round(self, index: int, model: torch.nn.Module, rows: list[dict]) -> None:
         """Self-training: everything the next round needs, so a killed run need not redo this one."""
@@ -263,7 +285,9 @@ class Session:
             self.lr, self.lr_ready = self.find_lr(learn), True
             print(f"train: LR finder (valley) suggests lr = {self.lr:.2e}")
         monitored = bool(valid_records) and (train.early_stopping or train.keep_best)
-        self.monitor = Monitor(train.monitor, train.min_delta, train.early_stopping, train.keep_best) if monitored else None
+        self.monitor = (
+            Monitor(train.monitor, train.min_delta, train.early_stopping, train.keep_best) if monitored else None
+        )
         start = time.perf_counter()
         factor = None
         for phase in phases(train, label):
@@ -294,9 +318,14 @@ class Session:
             cbs.append(self.monitor)
         self.plateau = None
         if train.plateau and valid_records:
-            self.plateau = Plateau(monitor=train.monitor, patience=train.plateau, factor=train.plateau_factor,
-                                   min_delta=train.min_delta, skip=skip,
-                                   resume=self.resume.plateau if skip else None)
+            self.plateau = Plateau(
+                monitor=train.monitor,
+                patience=train.plateau,
+                factor=train.plateau_factor,
+                min_delta=train.min_delta,
+                skip=skip,
+                resume=self.resume.plateau if skip else None,
+            )
             cbs.append(self.plateau)
         if skip:
             cbs.append(RestoreEpochState(skip, self._restore_epoch))
@@ -319,8 +348,10 @@ class Session:
         cbs = self._callbacks(phase.name, valid_records, skip) + [timer]
         plan = fit_plan(self.params.train, phase, self.lr)
         if is_main():
-            print(f"train: phase {phase.name} - epochs {skip + 1}-{phase.epochs} of {phase.epochs}, {plan.description}",
-                  flush=True)
+            print(
+                f"train: phase {phase.name} - epochs {skip + 1}-{phase.epochs} of {phase.epochs}, {plan.description}",
+                flush=True,
+            )
         getattr(learn, plan.method)(phase.epochs, plan.lrs, cbs=cbs, start_epoch=skip, **plan.options)
         self.phases.append(timer.summary(phase.name))
         if skip:
@@ -330,9 +361,20 @@ class Session:
         learn.model.eval()
         ips = self.image_epochs / self.seconds if self.seconds else 0.0
         monitor = self.monitor
-        return FitResult(self.config, learn.model, ips, self.seconds, self.log.step, self.lr, self.precision,
-                         rounds or [], self.lr_plot, monitor.best_epoch if monitor and monitor.keep_best else None,
-                         bool(monitor and monitor.stopped), self.phases)
+        return FitResult(
+            self.config,
+            learn.model,
+            ips,
+            self.seconds,
+            self.log.step,
+            self.lr,
+            self.precision,
+            rounds or [],
+            self.lr_plot,
+            monitor.best_epoch if monitor and monitor.keep_best else None,
+            bool(monitor and monitor.stopped),
+            self.phases,
+        )
 
 
 def seed_everything(params: Params) -> None:

@@ -23,8 +23,9 @@ def overall_values(metrics: dict) -> dict[str, float]:
     """The headline numbers of one test set's metrics (its ``overall`` section), CIs stripped."""
     from dermdl.bootstrap import point_values
 
-    return {name: float(v) for name, v in point_values(metrics.get("overall") or {}).items()
-            if isinstance(v, (int, float))}
+    return {
+        name: float(v) for name, v in point_values(metrics.get("overall") or {}).items() if isinstance(v, (int, float))
+    }
 
 
 def _score_round(session, model: Any, round_index: int, evaluate: Callable | None) -> dict | None:
@@ -39,13 +40,16 @@ def _score_round(session, model: Any, round_index: int, evaluate: Callable | Non
     return row
 
 
-def train_with_weak_labels(session, train: list[dict], valid: list[dict], weak: list[dict],
-                           evaluate: Callable | None) -> tuple[Any, list[dict]]:
+def train_with_weak_labels(
+    session, train: list[dict], valid: list[dict], weak: list[dict], evaluate: Callable | None
+) -> tuple[Any, list[dict]]:
     """Run the strategy in ``train.weak_labels``; returns (final learner, per-round test rows)."""
     mode = session.params.train.weak_labels
     if mode != "none" and not weak:
-        raise ValueError(f"train.weak_labels={mode} needs weakly labelled images; data.wl_train names none "
-                         "(or its datasets are empty): add them or set train.weak_labels: none")
+        raise ValueError(
+            f"train.weak_labels={mode} needs weakly labelled images; data.wl_train names none "
+            "(or its datasets are empty): add them or set train.weak_labels: none"
+        )
     if mode == "pretrain":
         learn = session.learner(weak, valid, loss_records=train)
         session.fine_tune(learn, weak, valid, "weak_")
@@ -79,8 +83,7 @@ def rounds_table(rounds: list[dict]) -> str:
     if not rounds:
         return ""
     columns = [(t, m) for t, values in rounds[0]["tests"].items() for m in values]
-    lines = ["| round | " + " | ".join(f"{t} {m}" for t, m in columns) + " |",
-             "| --- |" + " --- |" * len(columns)]
+    lines = ["| round | " + " | ".join(f"{t} {m}" for t, m in columns) + " |", "| --- |" + " --- |" * len(columns)]
     for row in rounds:
         cells = []
         for test, metric in columns:

@@ -1,7 +1,7 @@
 """DVC stage `analyze`: thin wrapper over `dermdl analyze` (see dermdl/pipeline.py).
 
-    dvc repro analyze                 # as part of the pipeline
-    python stages/analyze.py --params params.yaml   # by hand, same thing
+dvc repro analyze                 # as part of the pipeline
+python stages/analyze.py --params params.yaml   # by hand, same thing
 """
 
 import sys

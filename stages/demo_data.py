@@ -1,7 +1,7 @@
 """DVC stage `demo-data`: thin wrapper over `dermdl demo-data` (see dermdl/pipeline.py).
 
-    dvc repro demo-data                 # as part of the pipeline
-    python stages/demo_data.py --params params.yaml   # by hand, same thing
+dvc repro demo-data                 # as part of the pipeline
+python stages/demo_data.py --params params.yaml   # by hand, same thing
 """
 
 import sys

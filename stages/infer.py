@@ -1,7 +1,7 @@
 """DVC stage `infer`: thin wrapper over `dermdl infer` (see dermdl/pipeline.py).
 
-    dvc repro infer                 # as part of the pipeline
-    python stages/infer.py --params params.yaml   # by hand, same thing
+dvc repro infer                 # as part of the pipeline
+python stages/infer.py --params params.yaml   # by hand, same thing
 """
 
 import sys

@@ -1,7 +1,7 @@
 """DVC stage `preprocess`: thin wrapper over `dermdl preprocess` (see dermdl/pipeline.py).
 
-    dvc repro preprocess                 # as part of the pipeline
-    python stages/preprocess.py --params params.yaml   # by hand, same thing
+dvc repro preprocess                 # as part of the pipeline
+python stages/preprocess.py --params params.yaml   # by hand, same thing
 """
 
 import sys

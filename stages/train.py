@@ -1,7 +1,7 @@
 """DVC stage `train`: thin wrapper over `dermdl train` (see dermdl/pipeline.py).
 
-    dvc repro train                 # as part of the pipeline
-    python stages/train.py --params params.yaml   # by hand, same thing
+dvc repro train                 # as part of the pipeline
+python stages/train.py --params params.yaml   # by hand, same thing
 """
 
 import sys

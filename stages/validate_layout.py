@@ -1,7 +1,7 @@
 """DVC stage `validate-layout`: thin wrapper over `dermdl validate` (see dermdl/pipeline.py).
 
-    dvc repro validate-layout                 # as part of the pipeline
-    python stages/validate_layout.py --params params.yaml   # by hand, same thing
+dvc repro validate-layout                 # as part of the pipeline
+python stages/validate_layout.py --params params.yaml   # by hand, same thing
 """
 
 import sys

@@ -31,12 +31,15 @@ def demo(tmp_path_factory):
 
 
 def _params(demo, task: str, **train):
-    return params_from_dict({
-        "task": task, "out_dir": str(demo / f"out-{task}"),
-        "data": {"root": str(demo / "demo" / task), "wl_train": [], "sl_tests": ["sl_test"]},
-        "preprocess": {"size": 32, "workers": 2},
-        "train": {"input_size": 32, "bs": 4, **train},
-    })
+    return params_from_dict(
+        {
+            "task": task,
+            "out_dir": str(demo / f"out-{task}"),
+            "data": {"root": str(demo / "demo" / task), "wl_train": [], "sl_tests": ["sl_test"]},
+            "preprocess": {"size": 32, "workers": 2},
+            "train": {"input_size": 32, "bs": 4, **train},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +195,9 @@ def test_recipes_set_the_learning_rates(recipe, frozen, plateau, method, lrs, op
 def test_phases_follow_the_params():
     train = params_from_dict({"train": {"fepochs": 1, "epochs": 3, "progressive_resizing": [0.5, 1.0]}}).train
     assert [(p.name, p.epochs, p.frozen) for p in phases(train, "weak_")] == [
-        ("weak_x0.5_frozen", 1, True), ("weak_x0.5_unfrozen", 3, False),
-        ("weak_x1_frozen", 1, True), ("weak_x1_unfrozen", 3, False)]
+        ("weak_x0.5_frozen", 1, True),
+        ("weak_x0.5_unfrozen", 3, False),
+        ("weak_x1_frozen", 1, True),
+        ("weak_x1_unfrozen", 3, False),
+    ]
     assert [p.name for p in phases(params_from_dict({}).train)] == ["unfrozen"]  # default: no frozen phase

@@ -19,8 +19,12 @@ SUBCOMMANDS = ["validate", "preprocess", "train", "infer", "analyze", "predict",
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
 def test_every_subcommand_has_help(command):
-    result = subprocess.run([sys.executable, "-m", "dermdl.cli", command, "--help"], capture_output=True,
-                            text=True, env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"})
+    result = subprocess.run(
+        [sys.executable, "-m", "dermdl.cli", command, "--help"],
+        capture_output=True,
+        text=True,
+        env={"CUDA_VISIBLE_DEVICES": "", "PATH": "/usr/bin:/bin"},
+    )
     assert result.returncode == 0, result.stderr
     assert "usage: dermdl" in result.stdout
 
@@ -28,14 +32,47 @@ def test_every_subcommand_has_help(command):
 def test_thesis_flags_map_onto_params(tmp_path):
     params_file = tmp_path / "params.yaml"
     params_file.write_text("task: classification\n")
-    argv = ["train", "--params", str(params_file), "--data", "/d", "--wl-train", "wl_a", "wl_b", "--sl-train", "sl",
-            "--sl-tests", "t1", "t2", "--input-size", "96", "--bs", "8", "--exp-name", "run1", "--epochs", "3",
-            "--fepochs", "2", "--lr", "1e-4", "--model", "efficientnet-b0", "--seed", "7"]
+    argv = [
+        "train",
+        "--params",
+        str(params_file),
+        "--data",
+        "/d",
+        "--wl-train",
+        "wl_a",
+        "wl_b",
+        "--sl-train",
+        "sl",
+        "--sl-tests",
+        "t1",
+        "t2",
+        "--input-size",
+        "96",
+        "--bs",
+        "8",
+        "--exp-name",
+        "run1",
+        "--epochs",
+        "3",
+        "--fepochs",
+        "2",
+        "--lr",
+        "1e-4",
+        "--model",
+        "efficientnet-b0",
+        "--seed",
+        "7",
+    ]
     params = _load(build_parser().parse_args(argv))
     assert params.data.root == "/d"
     assert params.data.wl_train == ("wl_a", "wl_b") and params.data.sl_tests == ("t1", "t2")
     assert (params.train.input_size, params.train.bs, params.train.epochs, params.train.fepochs) == (96, 8, 3, 2)
-    assert (params.train.lr, params.train.model, params.train.seed, params.train.exp_name) == (1e-4, "efficientnet-b0", 7, "run1")
+    assert (params.train.lr, params.train.model, params.train.seed, params.train.exp_name) == (
+        1e-4,
+        "efficientnet-b0",
+        7,
+        "run1",
+    )
     assert len(THESIS_FLAGS) == 12
 
 
@@ -80,8 +117,16 @@ def test_validate_passes_on_good_layout(tmp_path):
 
 def test_predict_folder_writes_csv(tmp_path):
     model, (mean, std) = build_classifier("efficientnet_lite0", 2, pretrained=False)
-    config = ModelConfig(task="classification", arch="efficientnet_lite0", classes=["benign", "malignant"],
-                         input_size=32, mean=mean, std=std, preprocess_size=48, resize="pad")
+    config = ModelConfig(
+        task="classification",
+        arch="efficientnet_lite0",
+        classes=["benign", "malignant"],
+        input_size=32,
+        mean=mean,
+        std=std,
+        preprocess_size=48,
+        resize="pad",
+    )
     save_model(model, config, tmp_path / "model")
     images = tmp_path / "new photos"
     images.mkdir()

@@ -16,9 +16,9 @@ from dermdl.augment import Augmentation, augment_batch
 from dermdl.color import shades_of_gray
 from dermdl.demo import generate_demo
 from dermdl.models import ModelConfig
-from dermdl.tasks.classification.model import build_classifier
 from dermdl.params import params_from_dict
 from dermdl.tasks import get_task
+from dermdl.tasks.classification.model import build_classifier
 
 
 def _scene(seed: int = 0) -> np.ndarray:
@@ -43,17 +43,28 @@ def test_shades_of_gray_keeps_a_black_image():
 @pytest.mark.slow
 def test_constancy_is_the_same_at_preprocess_and_predict(tmp_path):
     generate_demo(tmp_path / "demo", n_train=2, n_test=2, n_weak=0, size=40)
-    params = params_from_dict({
-        "out_dir": str(tmp_path / "out"),
-        "data": {"root": str(tmp_path / "demo" / "classification"), "wl_train": [], "sl_tests": ["sl_test"]},
-        "preprocess": {"size": 32, "workers": 1, "color_constancy": "shades_of_gray"}})
+    params = params_from_dict(
+        {
+            "out_dir": str(tmp_path / "out"),
+            "data": {"root": str(tmp_path / "demo" / "classification"), "wl_train": [], "sl_tests": ["sl_test"]},
+            "preprocess": {"size": 32, "workers": 1, "color_constancy": "shades_of_gray"},
+        }
+    )
     pipeline.preprocess(params)
     records = pipeline.load_manifest(params)["datasets"]["sl_test"]
     torch.manual_seed(0)
     model, norm = build_classifier("efficientnet_lite0", 3, False)
-    config = ModelConfig(task="classification", arch="efficientnet_lite0", classes=["a", "b", "c"], input_size=32,
-                         mean=norm[0], std=norm[1], preprocess_size=32, resize="squish",
-                         color_constancy="shades_of_gray")
+    config = ModelConfig(
+        task="classification",
+        arch="efficientnet_lite0",
+        classes=["a", "b", "c"],
+        input_size=32,
+        mean=norm[0],
+        std=norm[1],
+        preprocess_size=32,
+        resize="squish",
+        color_constancy="shades_of_gray",
+    )
     task = get_task("classification")
     from_arrays = task.predict(model, config, PreparedImages(records), 8)
     raw = [Path(params.data.root) / r["source"] for r in records]

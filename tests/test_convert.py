@@ -10,8 +10,8 @@ from PIL import Image
 from dermdl.cli import main
 from dermdl.convert import mask_to_objects, objects_to_mask
 from dermdl.demo import generate_demo
-from dermdl.tasks.detection.layout import scan_coco
 from dermdl.params import params_from_dict
+from dermdl.tasks.detection.layout import scan_coco
 
 
 def multi_class_mask() -> np.ndarray:
@@ -75,8 +75,24 @@ def seg_root(tmp_path_factory):
 @pytest.mark.parametrize("fmt", ["polygon", "rle"])
 def test_convert_cli_round_trip(seg_root, tmp_path, fmt):
     coco, back = tmp_path / "coco", tmp_path / "masks"
-    assert main(["convert", "masks-to-coco", "--root", str(seg_root), "--out", str(coco), "--format", fmt,
-                 "--datasets", "sl_train", "sl_test"]) == 0
+    assert (
+        main(
+            [
+                "convert",
+                "masks-to-coco",
+                "--root",
+                str(seg_root),
+                "--out",
+                str(coco),
+                "--format",
+                fmt,
+                "--datasets",
+                "sl_train",
+                "sl_test",
+            ]
+        )
+        == 0
+    )
     items, classes, report = scan_coco(coco, ["sl_train", "sl_test"])
     assert report.problems == [] and classes == ["lesion"] and len(items) == 9
     data = json.loads((coco / "annotations" / "sl_train.json").read_text())

@@ -93,6 +93,7 @@ def test_detection_coco(demo, ds):
 
 def test_deterministic_and_seed_dependent(demo, tmp_path):
     out, _ = demo
+
     def run(name: str, seed: int) -> dict[str, bytes]:
         generate_demo(tmp_path / name, seed=seed, **SMALL)
         return _files(tmp_path / name)

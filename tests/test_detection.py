@@ -46,18 +46,32 @@ def is_object(rgb: np.ndarray) -> np.ndarray:
 
 
 def target_json(bbox, segmentation):
-    return json.dumps({"image": {"id": 1, "file_name": "a.png", "width": SRC_W, "height": SRC_H},
-                       "annotations": [{"id": 1, "category_id": 1, "category": "lesion", "bbox": bbox,
-                                        "area": bbox[2] * bbox[3], "iscrowd": 0, "segmentation": segmentation}],
-                       "category_ids": [1]})
+    return json.dumps(
+        {
+            "image": {"id": 1, "file_name": "a.png", "width": SRC_W, "height": SRC_H},
+            "annotations": [
+                {
+                    "id": 1,
+                    "category_id": 1,
+                    "category": "lesion",
+                    "bbox": bbox,
+                    "area": bbox[2] * bbox[3],
+                    "iscrowd": 0,
+                    "segmentation": segmentation,
+                }
+            ],
+            "category_ids": [1],
+        }
+    )
 
 
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("centre_x", [100.0, 45.0])  # centred; near the left edge (cut by the crop policy)
 def test_prepared_box_still_encloses_the_drawn_object(tmp_path, policy, centre_x):
     src, bbox, polygon = drawn_object(tmp_path, centre_x)
-    record = detection_data.prepare_item(src, "images/sl/a.png", target_json(bbox, [polygon]), tmp_path / "out",
-                                         64, policy)
+    record = detection_data.prepare_item(
+        src, "images/sl/a.png", target_json(bbox, [polygon]), tmp_path / "out", 64, policy
+    )
     prepared = record["pixels"]
     assert prepared.shape == (64, 64, 3)
     dark = is_object(prepared)  # the object's pixels after resampling
@@ -106,8 +120,9 @@ def test_boxes_map_back_to_original_pixels(policy):
 
 def test_box_cut_away_by_crop_is_dropped(tmp_path):
     src, _, _ = drawn_object(tmp_path, 100.0)
-    record = detection_data.prepare_item(src, "images/sl/a.jpg", target_json([1, 40, 10, 10], []), tmp_path / "o",
-                                         64, "crop")
+    record = detection_data.prepare_item(
+        src, "images/sl/a.jpg", target_json([1, 40, 10, 10], []), tmp_path / "o", 64, "crop"
+    )
     assert record["target"] == [] and record["dropped"] == 1
     assert record["path"] == "images/sl/a.jpg"  # the source's own name: a.jpg and a.png cannot collide
 
@@ -119,8 +134,9 @@ def test_augmentation_moves_boxes_with_the_pixels():
     seen = set()
     for seed in range(40):
         torch.manual_seed(seed)
-        batch, _, moved = augment_batch(image[None].clone(), Augmentation(max_lighting=0.15, boxes=True),
-                                        boxes=[boxes.clone()])
+        batch, _, moved = augment_batch(
+            image[None].clone(), Augmentation(max_lighting=0.15, boxes=True), boxes=[boxes.clone()]
+        )
         out, moved = batch[0], moved[0]
         ys, xs = np.nonzero(out[0].numpy() > out[0].numpy().mean() + 0.1)
         x0, y0, x1, y1 = moved[0].tolist()
@@ -136,8 +152,10 @@ def test_every_detector_builds_trains_and_predicts(name):
         warnings.simplefilter("error")  # pretrained=False must not try any download
         model, norm = build_detector(name, 2, False, 64)
     images = torch.rand(2, 3, 64, 64)
-    targets = [{"boxes": torch.tensor([[8.0, 8.0, 40.0, 50.0]]), "labels": torch.tensor([2])},
-               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}]
+    targets = [
+        {"boxes": torch.tensor([[8.0, 8.0, 40.0, 50.0]]), "labels": torch.tensor([2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
     model.train()
     losses = model(images, targets)
     assert all(torch.isfinite(v) for v in losses.values())
@@ -200,10 +218,17 @@ def test_lite0_detector_uses_the_packaged_imagenet_weights():
 
 
 def _config(name="fasterrcnn_efficientnet_lite0_fpn", size=64, policy="squish", threshold=0.5):
-    return ModelConfig(task="detection", arch="efficientnet_lite0", classes=["melanoma", "nevus"], input_size=size,
-                       mean=[0.5] * 3, std=[0.5] * 3, preprocess_size=size, resize=policy,
-                       extra={"detection": {"model": name, "score_threshold": threshold, "clip_boxes": False},
-                              "pretrained": True})
+    return ModelConfig(
+        task="detection",
+        arch="efficientnet_lite0",
+        classes=["melanoma", "nevus"],
+        input_size=size,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        preprocess_size=size,
+        resize=policy,
+        extra={"detection": {"model": name, "score_threshold": threshold, "clip_boxes": False}, "pretrained": True},
+    )
 
 
 @pytest.mark.parametrize("name", ["fasterrcnn_efficientnet_lite0_fpn", "fasterrcnn_mobilenet_v3_large_fpn"])
@@ -238,8 +263,14 @@ class FixedDetector(torch.nn.Module):
 
     def forward(self, images):
         assert all(tuple(i.shape) == (3, 64, 64) for i in images)
-        return [{"boxes": torch.tensor([[16.0, 16.0, 48.0, 48.0], [0.0, 0.0, 8.0, 8.0]]),
-                 "scores": torch.tensor([0.9, 0.2]), "labels": torch.tensor([2, 1])} for _ in images]
+        return [
+            {
+                "boxes": torch.tensor([[16.0, 16.0, 48.0, 48.0], [0.0, 0.0, 8.0, 8.0]]),
+                "scores": torch.tensor([0.9, 0.2]),
+                "labels": torch.tensor([2, 1]),
+            }
+            for _ in images
+        ]
 
 
 @pytest.mark.parametrize("policy, expected", [("squish", [50, 25, 100, 50]), ("pad", [50, 0, 100, 100])])

@@ -18,13 +18,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("detection_e2e")]  # one
 def run(tmp_path_factory):
     base = tmp_path_factory.mktemp("detection")
     generate_demo(base / "demo", seed=0, size=64, n_train=4, n_test=2, n_weak=1, n_negative=1)
-    params = params_from_dict({
-        "task": "detection", "out_dir": str(base / "out"),
-        "data": {"root": str(base / "demo" / "detection"), "sl_train": ["sl_train.json"], "sl_tests": ["sl_test"]},
-        "preprocess": {"size": 64, "resize": "pad", "workers": 1},
-        "train": {"input_size": 64, "bs": 8, "fepochs": 0, "epochs": 1, "lr": 1e-3, "valid_size": 0.25},
-        "analyze": {"n_boot": 100},
-    })
+    params = params_from_dict(
+        {
+            "task": "detection",
+            "out_dir": str(base / "out"),
+            "data": {"root": str(base / "demo" / "detection"), "sl_train": ["sl_train.json"], "sl_tests": ["sl_test"]},
+            "preprocess": {"size": 64, "resize": "pad", "workers": 1},
+            "train": {"input_size": 64, "bs": 8, "fepochs": 0, "epochs": 1, "lr": 1e-3, "valid_size": 0.25},
+            "analyze": {"n_boot": 100},
+        }
+    )
     report = pipeline.validate(params)
     pipeline.preprocess(params)
     summary = pipeline.train(params)
@@ -37,18 +40,34 @@ def test_stages_write_every_output(run):
     params, report, summary, written, metrics = run
     out = params.out
     assert report.ok and summary["train_images"] + summary["valid_images"] == 13
-    for rel in ["validate/report.json", "prepared/manifest.json", "model/model.pt", "model/model.json",
-                "model/train.json", "predictions/sl_test.json", "predictions/sl_test_gt.json", "metrics.json",
-                "report.json", "summary.txt", "plots/figures/sl_test_pr.png", "plots/figures/sl_test_gallery.png",
-                "dvclive/metrics.json"]:
+    for rel in [
+        "validate/report.json",
+        "prepared/manifest.json",
+        "model/model.pt",
+        "model/model.json",
+        "model/train.json",
+        "predictions/sl_test.json",
+        "predictions/sl_test_gt.json",
+        "metrics.json",
+        "report.json",
+        "summary.txt",
+        "plots/figures/sl_test_pr.png",
+        "plots/figures/sl_test_gallery.png",
+        "dvclive/metrics.json",
+    ]:
         assert (out / rel).is_file(), rel
     assert written == {"sl_test": out / "predictions" / "sl_test.json"}
     assert len(list((out / "predictions" / "overlays" / "sl_test").glob("*.png"))) == 7
     assert sorted(p.name for p in (out / "plots" / "pr").glob("*.json")) == [
-        "sl_test--melanoma.json", "sl_test--nevus.json", "sl_test--seborrheic_keratosis.json"]
+        "sl_test--melanoma.json",
+        "sl_test--nevus.json",
+        "sl_test--seborrheic_keratosis.json",
+    ]
     assert list((out / "tensorboard").rglob("events.out.tfevents*"))
     config = json.loads((out / "model" / "model.json").read_text())
-    assert config["task"] == "detection" and config["extra"]["detection"]["model"] == "fasterrcnn_efficientnet_lite0_fpn"
+    assert (
+        config["task"] == "detection" and config["extra"]["detection"]["model"] == "fasterrcnn_efficientnet_lite0_fpn"
+    )
 
 
 def test_each_loss_component_is_logged(run):
@@ -69,8 +88,12 @@ def test_results_are_coco_in_original_coordinates(run):
     gt = json.loads((params.out / "predictions" / "sl_test_gt.json").read_text())
     results = json.loads((params.out / "predictions" / "sl_test.json").read_text())
     source = json.loads((Path(params.data.root) / "annotations" / "sl_test.json").read_text())
-    assert sorted((i["id"], i["file_name"]) for i in gt["images"]) == [(i["id"], i["file_name"]) for i in source["images"]]
-    assert sorted((a["id"], a["bbox"]) for a in gt["annotations"]) == [(a["id"], a["bbox"]) for a in source["annotations"]]
+    assert sorted((i["id"], i["file_name"]) for i in gt["images"]) == [
+        (i["id"], i["file_name"]) for i in source["images"]
+    ]
+    assert sorted((a["id"], a["bbox"]) for a in gt["annotations"]) == [
+        (a["id"], a["bbox"]) for a in source["annotations"]
+    ]
     ids = {i["id"] for i in source["images"]}
     for r in results:
         x, y, w, h = r["bbox"]

@@ -27,13 +27,19 @@ def hand_made():
     1 for recall <= .5 (51 of COCO's 101 recall points) and 2/3 above (50 points). The boxes are exact,
     so every IoU threshold gives the same AP.
     """
-    gt = {"images": [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}],
-          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0},
-                          {"id": 2, "image_id": 2, "category_id": 1, "bbox": [50, 50, 30, 30], "area": 900, "iscrowd": 0}],
-          "categories": [{"id": 1, "name": "lesion"}]}
-    results = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9},
-               {"image_id": 1, "category_id": 1, "bbox": [60, 60, 10, 10], "score": 0.8},
-               {"image_id": 2, "category_id": 1, "bbox": [50, 50, 30, 30], "score": 0.7}]
+    gt = {
+        "images": [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0},
+            {"id": 2, "image_id": 2, "category_id": 1, "bbox": [50, 50, 30, 30], "area": 900, "iscrowd": 0},
+        ],
+        "categories": [{"id": 1, "name": "lesion"}],
+    }
+    results = [
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9},
+        {"image_id": 1, "category_id": 1, "bbox": [60, 60, 10, 10], "score": 0.8},
+        {"image_id": 2, "category_id": 1, "bbox": [50, 50, 30, 30], "score": 0.7},
+    ]
     return gt, results
 
 
@@ -51,8 +57,11 @@ def reference_stats(gt, results, tmp_path):
 
 def random_case(seed=0, n_images=30):
     rng = np.random.default_rng(seed)
-    gt = {"images": [], "annotations": [], "categories": [{"id": 3, "name": "melanoma"}, {"id": 5, "name": "nevus"},
-                                                          {"id": 7, "name": "never_annotated"}]}
+    gt = {
+        "images": [],
+        "annotations": [],
+        "categories": [{"id": 3, "name": "melanoma"}, {"id": 5, "name": "nevus"}, {"id": 7, "name": "never_annotated"}],
+    }
     results = []
     for i in range(1, n_images + 1):
         gt["images"].append({"id": i, "width": 200, "height": 200})
@@ -60,17 +69,36 @@ def random_case(seed=0, n_images=30):
             x, y = rng.uniform(0, 120, 2)
             w, h = rng.uniform(10, 80, 2)
             cat = int(rng.choice([3, 5]))
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": i, "category_id": cat,
-                                      "bbox": [x, y, w, h], "area": w * h, "iscrowd": int(rng.random() < 0.05)})
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": i,
+                    "category_id": cat,
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": int(rng.random() < 0.05),
+                }
+            )
             if rng.random() < 0.8:
                 jitter = rng.normal(0, 4, 4)
-                results.append({"image_id": i, "category_id": cat if rng.random() < 0.85 else 8 - cat,
-                                "bbox": [x + jitter[0], y + jitter[1], max(1, w + jitter[2]), max(1, h + jitter[3])],
-                                "score": float(rng.uniform(0.3, 1))})
+                results.append(
+                    {
+                        "image_id": i,
+                        "category_id": cat if rng.random() < 0.85 else 8 - cat,
+                        "bbox": [x + jitter[0], y + jitter[1], max(1, w + jitter[2]), max(1, h + jitter[3])],
+                        "score": float(rng.uniform(0.3, 1)),
+                    }
+                )
         for _ in range(rng.integers(0, 3)):  # false positives
             x, y = rng.uniform(0, 150, 2)
-            results.append({"image_id": i, "category_id": int(rng.choice([3, 5, 7])), "bbox": [x, y, 30, 30],
-                            "score": float(rng.uniform(0, 0.8))})
+            results.append(
+                {
+                    "image_id": i,
+                    "category_id": int(rng.choice([3, 5, 7])),
+                    "bbox": [x, y, 30, 30],
+                    "score": float(rng.uniform(0, 0.8)),
+                }
+            )
     return gt, results
 
 

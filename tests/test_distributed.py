@@ -45,8 +45,11 @@ def test_launch_only_outside_torchrun(monkeypatch):
 
 def _files(root) -> set[str]:
     skip = ("tensorboard/", "prepared/")
-    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()
-            and not p.relative_to(root).as_posix().startswith(skip)}
+    return {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not p.relative_to(root).as_posix().startswith(skip)
+    }
 
 
 @pytest.mark.slow
@@ -56,8 +59,15 @@ def test_two_gloo_processes_match_one_process(tmp_path):
     raw = {
         "data": {"root": str(tmp_path / "demo" / "classification"), "wl_train": [], "sl_tests": ["sl_test"]},
         "preprocess": {"size": 64, "workers": 1},
-        "train": {"input_size": 64, "bs": 8, "fepochs": 1, "epochs": 2, "augment": False,
-                  "recipe": "thesis", "lr": 0.002},  # the schedule this test was written for
+        "train": {
+            "input_size": 64,
+            "bs": 8,
+            "fepochs": 1,
+            "epochs": 2,
+            "augment": False,
+            "recipe": "thesis",
+            "lr": 0.002,
+        },  # the schedule this test was written for
     }
     outs = {}
     for name, extra in (("single", {}), ("ddp", {"launcher": "torchrun", "nproc": 2})):
@@ -66,8 +76,13 @@ def test_two_gloo_processes_match_one_process(tmp_path):
         params_file.write_text(yaml.safe_dump(config))
         pipeline.preprocess(params_from_dict(config))
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        done = subprocess.run([sys.executable, "-m", "dermdl.cli", "train", "--params", str(params_file)],
-                              env=env, capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "dermdl.cli", "train", "--params", str(params_file)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         outs[name] = tmp_path / name
     assert "launching 2 processes" in done.stdout

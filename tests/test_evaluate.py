@@ -1,4 +1,5 @@
-"""Tests for dermdl.tasks.classification.metrics and .plots: point values vs scikit-learn, bootstrap CIs, table, plot data, PNGs."""
+"""Tests for dermdl.tasks.classification.metrics and .plots: point values vs scikit-learn, bootstrap CIs,
+table, plot data, PNGs."""
 
 from __future__ import annotations
 
@@ -48,9 +49,18 @@ def _hand3() -> tuple[np.ndarray, np.ndarray]:
     y = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 0, 1, 2])
     p = np.array(
         [
-            [0.7, 0.2, 0.1], [0.5, 0.3, 0.2], [0.2, 0.6, 0.2], [0.3, 0.5, 0.2],
-            [0.1, 0.8, 0.1], [0.4, 0.4, 0.2], [0.2, 0.2, 0.6], [0.1, 0.3, 0.6],
-            [0.5, 0.1, 0.4], [0.6, 0.2, 0.2], [0.2, 0.3, 0.5], [0.3, 0.3, 0.4],
+            [0.7, 0.2, 0.1],
+            [0.5, 0.3, 0.2],
+            [0.2, 0.6, 0.2],
+            [0.3, 0.5, 0.2],
+            [0.1, 0.8, 0.1],
+            [0.4, 0.4, 0.2],
+            [0.2, 0.2, 0.6],
+            [0.1, 0.3, 0.6],
+            [0.5, 0.1, 0.4],
+            [0.6, 0.2, 0.2],
+            [0.2, 0.3, 0.5],
+            [0.3, 0.3, 0.4],
         ]
     )
     return y, p
@@ -95,8 +105,14 @@ def _sklearn_reference(y: np.ndarray, p: np.ndarray) -> dict[str, np.ndarray]:
         warnings.simplefilter("ignore")
         bal = balanced_accuracy_score(y, pred)
     return {
-        "precision": prec, "recall": rec, "f1": f1, "specificity": spec, "npv": npv, "auc": auc,
-        "accuracy": accuracy_score(y, pred), "balanced_accuracy": bal,
+        "precision": prec,
+        "recall": rec,
+        "f1": f1,
+        "specificity": spec,
+        "npv": npv,
+        "auc": auc,
+        "accuracy": accuracy_score(y, pred),
+        "balanced_accuracy": bal,
     }
 
 
@@ -174,8 +190,18 @@ def test_perfect_classifier_is_all_ones(k: int) -> None:
 
 def test_class_never_predicted_gives_none_not_nan() -> None:
     y = np.array([0, 0, 1, 1, 2, 2, 0, 1])
-    p = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1],
-                  [0.5, 0.2, 0.3], [0.2, 0.5, 0.3], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
+    p = np.array(
+        [
+            [0.8, 0.1, 0.1],
+            [0.6, 0.3, 0.1],
+            [0.2, 0.7, 0.1],
+            [0.3, 0.6, 0.1],
+            [0.5, 0.2, 0.3],
+            [0.2, 0.5, 0.3],
+            [0.7, 0.2, 0.1],
+            [0.1, 0.8, 0.1],
+        ]
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning from 0/0 either
         m = classification_metrics(y, p, NAMES[:3], n_boot=100)
@@ -191,8 +217,7 @@ def test_class_never_predicted_gives_none_not_nan() -> None:
 
 def test_class_absent_from_truth() -> None:
     y = np.array([0, 0, 1, 1, 0, 1])
-    p = np.array([[0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.2, 0.7, 0.1],
-                  [0.3, 0.6, 0.1], [0.7, 0.2, 0.1], [0.5, 0.4, 0.1]])
+    p = np.array([[0.6, 0.3, 0.1], [0.2, 0.3, 0.5], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1], [0.7, 0.2, 0.1], [0.5, 0.4, 0.1]])
     m = classification_metrics(y, p, NAMES[:3], n_boot=100)
     seb = m["per_class"]["seborrheic_keratosis"]
     assert seb["recall"]["value"] is None and seb["auc"]["value"] is None
@@ -361,8 +386,18 @@ def _is_png(path) -> bool:
 
 def test_plots_write_png(tmp_path) -> None:
     y = np.array([0, 0, 1, 1, 2, 2, 0, 1])
-    p = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.3, 0.6, 0.1],
-                  [0.5, 0.2, 0.3], [0.2, 0.5, 0.3], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
+    p = np.array(
+        [
+            [0.8, 0.1, 0.1],
+            [0.6, 0.3, 0.1],
+            [0.2, 0.7, 0.1],
+            [0.3, 0.6, 0.1],
+            [0.5, 0.2, 0.3],
+            [0.2, 0.5, 0.3],
+            [0.7, 0.2, 0.1],
+            [0.1, 0.8, 0.1],
+        ]
+    )
     classes = NAMES[:3]
     m = classification_metrics(y, p, classes, n_boot=50)  # includes an undefined precision
     out = tmp_path / "plots dir ü"

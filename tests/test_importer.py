@@ -21,17 +21,33 @@ from dermdl import pipeline
 from dermdl.cli import main
 from dermdl.grouped_split import group_split
 from dermdl.importer import ImportProblems, ImportSpec, run_import
-from dermdl.tasks.classification.layout import scan_classification
 from dermdl.params import params_from_dict
 from dermdl.tasks import get_task
+from dermdl.tasks.classification.layout import scan_classification
 
-HAM_HEADER = ["image_id", "lesion_id", "dx", "dx_type", "age", "sex", "localization", "image_file", "mask_file",
-              "width", "height", "mask_area_frac", "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"]
+HAM_HEADER = [
+    "image_id",
+    "lesion_id",
+    "dx",
+    "dx_type",
+    "age",
+    "sex",
+    "localization",
+    "image_file",
+    "mask_file",
+    "width",
+    "height",
+    "mask_area_frac",
+    "bbox_x0",
+    "bbox_y0",
+    "bbox_x1",
+    "bbox_y1",
+]
 W, H = 40, 30
 
 
 def _label(g: int) -> str:
-    return "mel" if g % 6 == 0 else "bkl" if g % 6 == 1 else "nv"   # imbalanced, like HAM10000
+    return "mel" if g % 6 == 0 else "bkl" if g % 6 == 1 else "nv"  # imbalanced, like HAM10000
 
 
 def make_source(root: Path, n_groups: int = 24, seed: int = 0) -> list[dict]:
@@ -49,11 +65,26 @@ def make_source(root: Path, n_groups: int = 24, seed: int = 0) -> list[dict]:
             mask = np.zeros((H, W), np.uint8)
             mask[y0:y1, x0:x1] = 255
             Image.fromarray(mask).save(root / "masks" / f"{image_id}_segmentation.png")
-            rows.append({"image_id": image_id, "lesion_id": f"HAM_{g:04d}", "dx": _label(g), "dx_type": "histo",
-                         "age": "50.0", "sex": "female", "localization": "back",
-                         "image_file": f"images/{image_id}.png", "mask_file": f"masks/{image_id}_segmentation.png",
-                         "width": str(W), "height": str(H), "mask_area_frac": "0.1",
-                         "bbox_x0": str(x0), "bbox_y0": str(y0), "bbox_x1": str(x1), "bbox_y1": str(y1)})
+            rows.append(
+                {
+                    "image_id": image_id,
+                    "lesion_id": f"HAM_{g:04d}",
+                    "dx": _label(g),
+                    "dx_type": "histo",
+                    "age": "50.0",
+                    "sex": "female",
+                    "localization": "back",
+                    "image_file": f"images/{image_id}.png",
+                    "mask_file": f"masks/{image_id}_segmentation.png",
+                    "width": str(W),
+                    "height": str(H),
+                    "mask_area_frac": "0.1",
+                    "bbox_x0": str(x0),
+                    "bbox_y0": str(y0),
+                    "bbox_x1": str(x1),
+                    "bbox_y1": str(y1),
+                }
+            )
     return rows
 
 
@@ -74,9 +105,15 @@ def source(tmp_path) -> tuple[Path, list[dict]]:
 
 def snapshot(folder: Path) -> dict[str, tuple[str, int, int]]:
     """relative path -> (sha256, size, mtime_ns) of every file."""
-    return {p.relative_to(folder).as_posix(): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_size,
-                                               p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): (
+            hashlib.sha256(p.read_bytes()).hexdigest(),
+            p.stat().st_size,
+            p.stat().st_mtime_ns,
+        )
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -93,6 +130,7 @@ def _spec(csv_path: Path, out: Path, **kw) -> ImportSpec:
 def _set(index: int, **values):
     def change(rows: list, src: Path) -> None:
         rows[index] = {**rows[index], **values}
+
     return change
 
 
@@ -100,6 +138,7 @@ def _corrupt(index: int):
     def change(rows: list, src: Path) -> None:
         (src / "images" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
         rows[index] = {**rows[index], "image_file": "images/corrupt.png"}
+
     return change
 
 
@@ -107,20 +146,24 @@ def _small_mask(index: int):
     def change(rows: list, src: Path) -> None:
         Image.fromarray(np.zeros((10, 10), np.uint8)).save(src / "masks" / "small.png")
         rows[index] = {**rows[index], "mask_file": "masks/small.png"}
+
     return change
 
 
 def _raw(index: int, extra: int):
     """Row as a plain list with one field more (extra=1) or fewer (extra=-1) than the header."""
+
     def change(rows: list, src: Path) -> None:
         fields = [rows[index][h] for h in HAM_HEADER]
         rows[index] = fields + ["surprise"] if extra > 0 else fields[:-1]
+
     return change
 
 
 def _duplicate(index: int, of: int):
     def change(rows: list, src: Path) -> None:
         rows[index] = {**rows[index], "image_file": rows[of]["image_file"]}
+
     return change
 
 
@@ -172,20 +215,31 @@ def test_all_bad_rows_are_reported_together(tmp_path, source, capsys):
     assert "nothing was written" in err and not out.exists()
 
 
-@pytest.mark.parametrize("flag, value, words", [
-    ("--label-column", "diagnosis", "label column 'diagnosis' is not in the header"),
-    ("--group-column", "Lesion_ID", "group column 'Lesion_ID' is not in the header"),
-    ("--box-columns", ["x0", "y0", "x1", "y1"], "box x0 column 'x0' is not in the header"),
-])
+@pytest.mark.parametrize(
+    "flag, value, words",
+    [
+        ("--label-column", "diagnosis", "label column 'diagnosis' is not in the header"),
+        ("--group-column", "Lesion_ID", "group column 'Lesion_ID' is not in the header"),
+        ("--box-columns", ["x0", "y0", "x1", "y1"], "box x0 column 'x0' is not in the header"),
+    ],
+)
 def test_unknown_column_names_are_reported_on_line_1(tmp_path, source, flag, value, words):
     csv_path, _rows = source
     argv = ["import", str(csv_path), "--preset", "ham10000", "--out", str(tmp_path / "out"), flag]
     argv += value if isinstance(value, list) else [value]
     assert main(argv) == 1
     with pytest.raises(ImportProblems) as info:
-        run_import(_spec(csv_path, tmp_path / "out", **{
-            {"--label-column": "label", "--group-column": "group", "--box-columns": "boxes"}[flag]:
-            tuple(value) if isinstance(value, list) else value}))
+        run_import(
+            _spec(
+                csv_path,
+                tmp_path / "out",
+                **{
+                    {"--label-column": "label", "--group-column": "group", "--box-columns": "boxes"}[flag]: tuple(value)
+                    if isinstance(value, list)
+                    else value
+                },
+            )
+        )
     assert any(p.path == f"{csv_path}:1" and words in p.problem for p in info.value.report.errors)
 
 
@@ -193,12 +247,13 @@ def test_unknown_column_names_are_reported_on_line_1(tmp_path, source, flag, val
 
 
 @pytest.mark.parametrize("seed", [0, 1, 7])
-@pytest.mark.parametrize("shares", [{"sl_train": 0.8, "sl_test": 0.2},
-                                    {"sl_train": 0.6, "sl_test": 0.25, "wl_train": 0.15}])
+@pytest.mark.parametrize(
+    "shares", [{"sl_train": 0.8, "sl_test": 0.2}, {"sl_train": 0.6, "sl_test": 0.25, "wl_train": 0.15}]
+)
 def test_group_split_keeps_groups_together_and_label_shares(seed, shares):
     rng = np.random.default_rng(seed)
     labels, groups = [], []
-    for g in range(400):                           # 400 lesions, 1-4 images each, 4 labels 55/25/15/5 %
+    for g in range(400):  # 400 lesions, 1-4 images each, 4 labels 55/25/15/5 %
         label = rng.choice(["nv", "mel", "bkl", "df"], p=[0.55, 0.25, 0.15, 0.05])
         for _ in range(int(rng.integers(1, 5))):
             labels.append(label)
@@ -207,14 +262,14 @@ def test_group_split_keeps_groups_together_and_label_shares(seed, shares):
     where = defaultdict(set)
     for d, g in zip(datasets, groups):
         where[g].add(d)
-    assert all(len(ds) == 1 for ds in where.values())           # no group in two datasets
+    assert all(len(ds) == 1 for ds in where.values())  # no group in two datasets
     total = Counter(labels)
     for name, share in shares.items():
         got = Counter(label for label, d in zip(labels, datasets) if d == name)
         for label, n in total.items():
             assert abs(got[label] / n - share) < 0.06, (name, label, got[label], n)
     assert group_split(labels, groups, shares, seed) == datasets  # deterministic
-    order = rng.permutation(len(labels))                         # and independent of the row order
+    order = rng.permutation(len(labels))  # and independent of the row order
     shuffled = group_split([labels[i] for i in order], [groups[i] for i in order], shares, seed)
     assert [shuffled[list(order).index(i)] for i in range(len(labels))] == datasets
 
@@ -229,7 +284,7 @@ def test_import_splits_by_lesion_and_stratifies(tmp_path, source):
         where[row["group"]].add(row["dataset"])
     assert all(len(d) == 1 for d in where.values())
     for name in ("sl_train", "sl_test", "wl_train"):
-        assert set(summary["datasets"][name]["labels"]) == {"mel", "nv", "bkl"}   # every label everywhere
+        assert set(summary["datasets"][name]["labels"]) == {"mel", "nv", "bkl"}  # every label everywhere
     counts = {n: d["images"] for n, d in summary["datasets"].items()}
     assert counts["sl_train"] > counts["sl_test"] > 0 and counts["wl_train"] > 0
     assert summary["datasets"]["sl_test"]["groups"] == len({r["group"] for r in splits if r["dataset"] == "sl_test"})
@@ -270,7 +325,8 @@ def test_ham10000_preset_builds_three_valid_layouts(tmp_path, source):
         coco = json.loads((out / "detection" / "annotations" / f"{ds}.json").read_text())
         assert [c["name"] for c in coco["categories"]] == ["bkl", "mel", "nv"]
         assert sorted(i["file_name"] for i in coco["images"]) == sorted(
-            p.name for p in (out / "detection" / "images" / ds).iterdir())
+            p.name for p in (out / "detection" / "images" / ds).iterdir()
+        )
         for ann in coco["annotations"]:
             image = coco["images"][ann["image_id"] - 1]
             row = by_name[image["file_name"]]
@@ -280,9 +336,13 @@ def test_ham10000_preset_builds_three_valid_layouts(tmp_path, source):
             assert (image["width"], image["height"]) == (W, H)
     # the tasks' own scanners (through the Task interface) accept all three layouts, and validate passes
     for task in ("classification", "segmentation", "detection"):
-        params = params_from_dict({"task": task, "out_dir": str(tmp_path / f"run_{task}"),
-                                   "data": {"root": str(out / task), "wl_train": [], "sl_train": ["sl_train"],
-                                            "sl_tests": ["sl_test"]}})
+        params = params_from_dict(
+            {
+                "task": task,
+                "out_dir": str(tmp_path / f"run_{task}"),
+                "data": {"root": str(out / task), "wl_train": [], "sl_train": ["sl_train"], "sl_tests": ["sl_test"]},
+            }
+        )
         _items, _classes, report = get_task(task).scan(params, ["sl_train", "sl_test"])
         assert report.ok, (task, report.lines())
         assert pipeline.validate(params).ok
@@ -294,8 +354,11 @@ def test_ham10000_preset_builds_three_valid_layouts(tmp_path, source):
 def test_single_class_detection_and_boxes_from_masks(tmp_path, source):
     csv_path, rows = source
     out = tmp_path / "out"
-    run_import(ImportSpec(csv=csv_path, out=out, image="image_file", label="dx", mask="mask_file",
-                          single_class="lesion", workers=1))
+    run_import(
+        ImportSpec(
+            csv=csv_path, out=out, image="image_file", label="dx", mask="mask_file", single_class="lesion", workers=1
+        )
+    )
     coco = json.loads((out / "detection" / "annotations" / "sl_test.json").read_text())
     assert coco["categories"] == [{"id": 1, "name": "lesion", "supercategory": "lesion"}]
     by_name = {Path(r["image_file"]).name: r for r in rows}
@@ -303,7 +366,7 @@ def test_single_class_detection_and_boxes_from_masks(tmp_path, source):
         row = by_name[coco["images"][ann["image_id"] - 1]["file_name"]]
         x0, y0, x1, y1 = (int(row[k]) for k in ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"))
         assert ann["bbox"] == [x0, y0, x1 - x0, y1 - y0] and ann["area"] == (x1 - x0) * (y1 - y0)
-    assert not (out / "classification" / "groups.csv").exists()   # no group column: every image is its own group
+    assert not (out / "classification" / "groups.csv").exists()  # no group column: every image is its own group
 
 
 def test_rerun_gives_identical_datasets(tmp_path, source):
@@ -314,7 +377,7 @@ def test_rerun_gives_identical_datasets(tmp_path, source):
     run_import(_spec(csv_path, out, seed=3))
     assert tree(out) == first
     run_import(_spec(csv_path, out, seed=4))
-    assert tree(out) != first          # the seed matters
+    assert tree(out) != first  # the seed matters
     assert not list(tmp_path.glob(".out*"))
 
 
@@ -338,19 +401,40 @@ def test_paths_relative_to_images_root_and_name_clashes(tmp_path):
     root = tmp_path / "photos"
     table = [["file", "diagnosis", "patient"]]
     for p in range(12):
-        for folder in ("visit1", "visit2"):   # the same file names in two folders
+        for folder in ("visit1", "visit2"):  # the same file names in two folders
             (root / f"patient{p}" / folder).mkdir(parents=True, exist_ok=True)
-            Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / f"patient{p}" / folder / "img.jpg")
+            Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(
+                root / f"patient{p}" / folder / "img.jpg"
+            )
             table.append([f"patient{p}/{folder}/img.jpg", "a" if p % 2 else "b", f"P{p}"])
-    for suffix in ("jpg", "png"):   # same stem, two formats: the masks (<stem>.png) would clash
+    for suffix in ("jpg", "png"):  # same stem, two formats: the masks (<stem>.png) would clash
         Image.fromarray(rng.integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(root / f"scan.{suffix}")
         table.append([f"scan.{suffix}", "a", f"S{suffix}"])
     csv_path = tmp_path / "export.csv"
     with csv_path.open("w", newline="") as handle:
-        csv.writer(handle, delimiter=";").writerows(table)   # a European export: ';' separated
+        csv.writer(handle, delimiter=";").writerows(table)  # a European export: ';' separated
     out = tmp_path / "out"
-    assert main(["import", str(csv_path), "--out", str(out), "--images-root", str(root), "--image-column", "file",
-                 "--label-column", "diagnosis", "--group-column", "patient", "--workers", "1"]) == 0
+    assert (
+        main(
+            [
+                "import",
+                str(csv_path),
+                "--out",
+                str(out),
+                "--images-root",
+                str(root),
+                "--image-column",
+                "file",
+                "--label-column",
+                "diagnosis",
+                "--group-column",
+                "patient",
+                "--workers",
+                "1",
+            ]
+        )
+        == 0
+    )
     names = sorted(p.name for p in (out / "classification").rglob("*.jpg"))
     assert len(names) == 25 and names[0] == "patient0__visit1__img.jpg" and "scan_jpg.jpg" in names
     assert len(list((out / "classification").rglob("scan_png.png"))) == 1
@@ -378,6 +462,16 @@ def test_import_help_explains_arguments(capsys):
     with pytest.raises(SystemExit):
         main(["import", "--help"])
     text = capsys.readouterr().out
-    for words in ("--preset", "--group-column", "--images-root", "--box-columns", "--test-size", "--weak-size",
-                  "--seed", "--single-class", "hard-linked", "line numbers"):
+    for words in (
+        "--preset",
+        "--group-column",
+        "--images-root",
+        "--box-columns",
+        "--test-size",
+        "--weak-size",
+        "--seed",
+        "--single-class",
+        "hard-linked",
+        "line numbers",
+    ):
         assert words in text

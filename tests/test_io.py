@@ -21,8 +21,11 @@ def test_failed_write_keeps_the_old_file_and_names_a_full_disk(tmp_path, monkeyp
     target = tmp_path / "checkpoint" / "last.pt"
     atomic_write_text(target, "previous")
     monkeypatch.setattr(io.shutil, "disk_usage", lambda _path: Usage(0, 0, free))
-    expected = (OSError, r"last\.pt: could not be written, the disk is full \(10 MiB free") if full \
+    expected = (
+        (OSError, r"last\.pt: could not be written, the disk is full \(10 MiB free")
+        if full
         else (RuntimeError, "unexpected pos")
+    )
     with pytest.raises(expected[0], match=expected[1]):
         with atomic_file(target) as tmp:
             _failing_save(tmp)
@@ -36,4 +39,3 @@ def test_interrupt_is_not_turned_into_a_disk_error(tmp_path, monkeypatch):
         with atomic_file(tmp_path / "x.json"):
             raise KeyboardInterrupt
     assert not list(tmp_path.iterdir())
-

@@ -29,7 +29,7 @@ pytestmark = pytest.mark.xdist_group("leaks")  # one worker builds the shared de
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("leaks") / "demo"
-    generate_demo(out, seed=0)            # default counts: the false-alarm benchmark
+    generate_demo(out, seed=0)  # default counts: the false-alarm benchmark
     return out
 
 
@@ -43,6 +43,7 @@ def _crop(left: float, top: float, right: float, bottom: float):
     def crop(image: Image.Image) -> Image.Image:
         w, h = image.size
         return image.crop((round(w * left), round(h * top), w - round(w * right), h - round(h * bottom)))
+
     return crop
 
 
@@ -60,15 +61,19 @@ PLANTED = [
     ("crop_5pct_centred", _crop(0.025, 0.025, 0.025, 0.025), "test", "near"),
     ("crop_5pct_one_side", _crop(0, 0, 0.05, 0), "test", "near"),
     ("crop_10pct_centred", _crop(0.05, 0.05, 0.05, 0.05), "test", "near"),
-    ("crop_flip_jpeg", lambda im: _jpeg(_crop(0.04, 0, 0, 0.04)(im).transpose(Image.Transpose.FLIP_LEFT_RIGHT), 80),
-     "test", "near"),
+    (
+        "crop_flip_jpeg",
+        lambda im: _jpeg(_crop(0.04, 0, 0, 0.04)(im).transpose(Image.Transpose.FLIP_LEFT_RIGHT), 80),
+        "test",
+        "near",
+    ),
     ("crop_5pct_in_training_set", _crop(0.05, 0, 0, 0.05), "train", "near"),
     ("jpeg_q70_in_training_set", lambda im: _jpeg(im, 70), "train", "near"),
 ]
 
 
 def _source(k: int, dataset: str) -> tuple[str, str]:
-    cls = CLASSES[k % len(CLASSES)] if k % 2 else "nevus"   # half of them naevi, the hardest (round, smooth)
+    cls = CLASSES[k % len(CLASSES)] if k % 2 else "nevus"  # half of them naevi, the hardest (round, smooth)
     return cls, f"{cls}_{dataset}_{(7 + 3 * k) % 40:04d}.png"
 
 
@@ -89,8 +94,9 @@ def planted(demo, tmp_path_factory) -> tuple[Path, dict, leaks.LeakCheck]:
         if alter is None:
             shutil.copyfile(src, dst)
         else:
-            alter(Image.open(src).convert("RGB")).save(dst, quality=95) if suffix == ".jpg" else \
-                alter(Image.open(src).convert("RGB")).save(dst)
+            alter(Image.open(src).convert("RGB")).save(dst, quality=95) if suffix == ".jpg" else alter(
+                Image.open(src).convert("RGB")
+            ).save(dst)
         expected[case] = (str(src), str(dst)) if side == "test" else (str(dst), str(src))
     check = leaks.check_layout(root, "classification", ["sl_train"], ["sl_test"], workers=2)
     return root, expected, check
@@ -118,11 +124,15 @@ def test_planted_duplicates_are_the_only_leaks(planted):
     assert flips["flipped_vertically.png"] == "flipped upside down"
 
 
-@pytest.mark.parametrize("layout, train, test", [
-    ("classification", ["wl_train"], ["sl_test"]),    # (sl_train vs sl_test: the planted fixture above)
-    ("classification", ["sl_train"], ["wl_train"]),
-    ("detection", ["sl_train"], ["sl_test"]),          # includes lesion-free skin images
-], ids=["cls_weak_vs_test", "cls_train_vs_weak", "detection"])
+@pytest.mark.parametrize(
+    "layout, train, test",
+    [
+        ("classification", ["wl_train"], ["sl_test"]),  # (sl_train vs sl_test: the planted fixture above)
+        ("classification", ["sl_train"], ["wl_train"]),
+        ("detection", ["sl_train"], ["sl_test"]),  # includes lesion-free skin images
+    ],
+    ids=["cls_weak_vs_test", "cls_train_vs_weak", "detection"],
+)
 def test_no_false_alarms_on_distinct_demo_images(demo, layout, train, test):
     check = leaks.check_layout(demo / layout, None, train, test, workers=2)
     assert check.leaks == [] and check.report.ok, check.lines()
@@ -139,7 +149,8 @@ def test_duplicates_are_found_in_the_other_layouts(tmp_path, layout):
     check = leaks.check_layout(root, None, ["sl_train"], ["sl_test"], workers=1)
     assert check.summary["task"] == layout
     assert [(Path(x.train).name, Path(x.test).name, x.kind) for x in check.leaks] == [
-        ("melanoma_sl_train_0001.png", "copy.png", "near")]
+        ("melanoma_sl_train_0001.png", "copy.png", "near")
+    ]
 
 
 def _noise_layout(root: Path, per_class: int = 3, seed: int = 0) -> None:
@@ -148,8 +159,10 @@ def _noise_layout(root: Path, per_class: int = 3, seed: int = 0) -> None:
         for cls in ("a", "b"):
             (root / ds / cls).mkdir(parents=True)
             for i in range(per_class):
-                noise = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)   # smooth-ish random texture
-                Image.fromarray(noise).resize((64, 48), Image.Resampling.BICUBIC).save(root / ds / cls / f"{cls}{i}.png")
+                noise = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)  # smooth-ish random texture
+                Image.fromarray(noise).resize((64, 48), Image.Resampling.BICUBIC).save(
+                    root / ds / cls / f"{cls}{i}.png"
+                )
 
 
 def test_shared_groups_are_reported_per_pair_and_per_group(tmp_path):
@@ -157,25 +170,31 @@ def test_shared_groups_are_reported_per_pair_and_per_group(tmp_path):
     _noise_layout(root)
     (root / "groups.csv").write_text(
         "path,group\n"
-        "sl_train/a/a0.png,L1\nsl_train/a/a1.png,L1\nsl_test/a/a0.png,L1\n"   # lesion L1 in both: 2 pairs
-        "sl_train/b/b0.png,L2\nsl_test/b/b2.png,L3\n")                       # L2, L3: one side only
+        "sl_train/a/a0.png,L1\nsl_train/a/a1.png,L1\nsl_test/a/a0.png,L1\n"  # lesion L1 in both: 2 pairs
+        "sl_train/b/b0.png,L2\nsl_test/b/b2.png,L3\n"
+    )  # L2, L3: one side only
     check = leaks.check_layout(root, None, ["sl_train"], ["sl_test"], workers=1)
-    pairs = sorted((Path(x.train).relative_to(root).as_posix(), Path(x.test).relative_to(root).as_posix(), x.group)
-                   for x in check.leaks)
+    pairs = sorted(
+        (Path(x.train).relative_to(root).as_posix(), Path(x.test).relative_to(root).as_posix(), x.group)
+        for x in check.leaks
+    )
     assert pairs == [("sl_train/a/a0.png", "sl_test/a/a0.png", "L1"), ("sl_train/a/a1.png", "sl_test/a/a0.png", "L1")]
     assert [x.kind for x in check.leaks] == ["group", "group"] and check.summary["shared_groups"] == 1
     assert len(check.report.errors) == 1 and "group 'L1'" in check.report.errors[0].problem
     assert "2 image(s) in sl_train" in check.report.errors[0].problem
     other = tmp_path / "lesions.csv"
-    other.write_text("image,group\na2.png,X\n")            # file-name match; 'image' is accepted for 'path'
+    other.write_text("image,group\na2.png,X\n")  # file-name match; 'image' is accepted for 'path'
     check = leaks.check_layout(root, None, ["sl_train"], ["sl_test"], groups=other, workers=1)
     assert [(Path(x.train).name, Path(x.test).name) for x in check.leaks] == [("a2.png", "a2.png")]
 
 
-@pytest.mark.parametrize("content, words", [
-    (None, "groups file does not exist"),
-    ("file,lesion\na0.png,L1\n", "needs 'path' (or 'image') and 'group'"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (None, "groups file does not exist"),
+        ("file,lesion\na0.png,L1\n", "needs 'path' (or 'image') and 'group'"),
+    ],
+)
 def test_bad_groups_file_is_an_error(tmp_path, content, words):
     root = tmp_path / "data"
     _noise_layout(root)
@@ -189,8 +208,8 @@ def test_bad_groups_file_is_an_error(tmp_path, content, words):
 def test_flat_images_are_only_compared_exactly(tmp_path):
     a, b, c = (tmp_path / f"{n}.png" for n in "abc")
     Image.new("RGB", (40, 30), (120, 80, 60)).save(a)
-    Image.new("RGB", (40, 30), (122, 80, 60)).save(b)     # a different flat colour: not a duplicate
-    Image.new("RGB", (40, 30), (120, 80, 60)).save(c)     # the same bytes: exact duplicate
+    Image.new("RGB", (40, 30), (122, 80, 60)).save(b)  # a different flat colour: not a duplicate
+    Image.new("RGB", (40, 30), (120, 80, 60)).save(c)  # the same bytes: exact duplicate
     check = leaks.find_leaks([("sl_train", a)], [("sl_test", b), ("sl_test", c)], tmp_path, workers=1)
     assert [(x.kind, Path(x.test).name) for x in check.leaks] == [("exact", "c.png")]
     assert leaks.compare(leaks.fingerprint(a), leaks.fingerprint(b)) is None
@@ -214,10 +233,13 @@ def test_validate_fails_on_a_leak_unless_allowed(tmp_path, capsys):
     _noise_layout(root)
     shutil.copyfile(root / "sl_train" / "a" / "a1.png", root / "sl_test" / "a" / "copy.png")
     Image.open(root / "sl_train" / "b" / "b1.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT).resize((80, 60)).save(
-        root / "sl_test" / "b" / "flipped.jpg", quality=90)
+        root / "sl_test" / "b" / "flipped.jpg", quality=90
+    )
     assert pipeline.validate(_params(root, tmp_path / "out")).ok is False
     err = capsys.readouterr().err
-    assert "ERROR" in err and "copy.png: exact duplicate of training image" in err and "flipped.jpg: near duplicate" in err
+    assert (
+        "ERROR" in err and "copy.png: exact duplicate of training image" in err and "flipped.jpg: near duplicate" in err
+    )
     report = json.loads((tmp_path / "out" / "validate" / "report.json").read_text())
     assert report["n_errors"] == 2 and report["leaks"]["counts"] == {"exact": 1, "near": 1, "group": 0}
     assert {Path(x["test"]).name for x in report["leaks"]["leaks"]} == {"copy.png", "flipped.jpg"}
@@ -243,7 +265,8 @@ def test_check_leaks_command(tmp_path, capsys):
     assert "LEAK exact sl_train -> sl_test:" in printed and "1 exact, 0 near-duplicate" in printed
     report = json.loads(out.read_text())
     assert [(x["kind"], x["distance"], Path(x["train"]).name, Path(x["test"]).name) for x in report["leaks"]] == [
-        ("exact", 0.0, "a1.png", "copy.png")]
+        ("exact", 0.0, "a1.png", "copy.png")
+    ]
     assert main(argv + ["--allow-leaks"]) == 0
     assert main(["check-leaks", "--root", str(root), "--train", "sl_train", "--test", "nope", "--json", str(out)]) == 1
     assert "dataset 'nope' has no image folder" in capsys.readouterr().err

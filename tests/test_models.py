@@ -19,8 +19,13 @@ from dermdl.tasks.classification.model import build_classifier
 
 @pytest.mark.parametrize(
     "name, arch",
-    [("efficientnet_lite0", "efficientnet_lite0"), ("efficientnet-b0", "efficientnet_b0"),
-     ("efficientnet-b3", "efficientnet_b3"), ("efficientnet-lite0", "efficientnet_lite0"), ("resnet18", "resnet18")],
+    [
+        ("efficientnet_lite0", "efficientnet_lite0"),
+        ("efficientnet-b0", "efficientnet_b0"),
+        ("efficientnet-b3", "efficientnet_b3"),
+        ("efficientnet-lite0", "efficientnet_lite0"),
+        ("resnet18", "resnet18"),
+    ],
 )
 def test_resolve_arch(name, arch):
     assert resolve_arch(name) == arch
@@ -77,8 +82,16 @@ def test_save_load_round_trip(tmp_path):
     torch.manual_seed(0)
     model, (mean, std) = build_classifier("efficientnet_lite0", 3, pretrained=False)
     model.eval()
-    config = ModelConfig(task="classification", arch="efficientnet_lite0", classes=["a", "b", "c"],
-                         input_size=64, mean=mean, std=std, preprocess_size=64, resize="squish")
+    config = ModelConfig(
+        task="classification",
+        arch="efficientnet_lite0",
+        classes=["a", "b", "c"],
+        input_size=64,
+        mean=mean,
+        std=std,
+        preprocess_size=64,
+        resize="squish",
+    )
     save_model(model, config, tmp_path / "model")
     loaded, loaded_config = load_model(tmp_path / "model")
     assert loaded_config == config
@@ -94,8 +107,16 @@ def test_save_load_round_trip(tmp_path):
 def test_pickled_model_file_is_refused(tmp_path):
     """A model file holding arbitrary objects (a pickled nn.Module) must not be unpickled."""
     model, (mean, std) = build_classifier("efficientnet_lite0", 2, pretrained=False)
-    config = ModelConfig(task="classification", arch="efficientnet_lite0", classes=["a", "b"],
-                         input_size=64, mean=mean, std=std, preprocess_size=64, resize="squish")
+    config = ModelConfig(
+        task="classification",
+        arch="efficientnet_lite0",
+        classes=["a", "b"],
+        input_size=64,
+        mean=mean,
+        std=std,
+        preprocess_size=64,
+        resize="squish",
+    )
     save_model(model, config, tmp_path)
     torch.save(model, tmp_path / "model.pt")  # whole module, as older pipelines did
     with pytest.raises(Exception, match="weights_only|Unsupported|WeightsUnpickler"):

@@ -21,7 +21,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 def _run(args, cwd, env, check=True):
     result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+        raise AssertionError(
+            f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
     return result
 
 
@@ -29,8 +31,13 @@ def _run(args, cwd, env, check=True):
 def project(tmp_path_factory):
     """A copy of the project's tracked files, committed in a new git repository, with fast params."""
     repo = tmp_path_factory.mktemp("e2e") / "project"
-    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split("\n")
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     for name in filter(None, files):
         if (ROOT / name).is_file():
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
@@ -41,8 +48,10 @@ def project(tmp_path_factory):
     params["analyze"]["n_boot"] = 200
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-    env.setdefault("GIT_AUTHOR_NAME", "t"); env.setdefault("GIT_AUTHOR_EMAIL", "t@t")
-    env.setdefault("GIT_COMMITTER_NAME", "t"); env.setdefault("GIT_COMMITTER_EMAIL", "t@t")
+    env.setdefault("GIT_AUTHOR_NAME", "t")
+    env.setdefault("GIT_AUTHOR_EMAIL", "t@t")
+    env.setdefault("GIT_COMMITTER_NAME", "t")
+    env.setdefault("GIT_COMMITTER_EMAIL", "t@t")
     _run(["git", "init", "-q"], repo, env)
     _run(["git", "add", "-A"], repo, env)
     _run(["git", "commit", "-qm", "init"], repo, env)
@@ -53,10 +62,22 @@ def project(tmp_path_factory):
 def test_repro_writes_every_output(project):
     repo, _env, result = project
     out = repo / "outputs"
-    for rel in ["validate/report.json", "prepared/manifest.json", "model/model.pt", "model/model.json",
-                "model/params.json", "model/train.json", "predictions/sl_test.csv", "metrics.json",
-                "report.json", "summary.txt", "plots/confusion/sl_test.json", "plots/figures/sl_test_confusion.png",
-                "plots/figures/sl_test_metrics.png", "dvclive/metrics.json"]:
+    for rel in [
+        "validate/report.json",
+        "prepared/manifest.json",
+        "model/model.pt",
+        "model/model.json",
+        "model/params.json",
+        "model/train.json",
+        "predictions/sl_test.csv",
+        "metrics.json",
+        "report.json",
+        "summary.txt",
+        "plots/confusion/sl_test.json",
+        "plots/figures/sl_test_confusion.png",
+        "plots/figures/sl_test_metrics.png",
+        "dvclive/metrics.json",
+    ]:
         assert (out / rel).is_file(), rel
     assert list((out / "tensorboard").rglob("events.out.tfevents*")), "no TensorBoard event file"
     assert list((out / "plots" / "roc").glob("sl_test--*.json"))
@@ -113,8 +134,14 @@ def test_killed_train_stage_resumes_on_next_repro(project):
     params["train"].update(fepochs=1, epochs=3, seed=7)  # new parameters: train must run again
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     checkpoint = repo / "outputs" / "checkpoint" / "last.pt"
-    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 600
     while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.1)
@@ -133,13 +160,35 @@ def test_killed_train_stage_resumes_on_next_repro(project):
 def test_exp_run_starts_torchrun_when_params_ask(project):
     """`train.launcher: torchrun` through DVC itself: the train stage relaunches as 2 gloo processes."""
     repo, env, _ = project
-    result = _run(["dvc", "exp", "run", "-n", "ddp", "-S", "train.launcher=torchrun", "-S", "train.nproc=2",
-                   "-S", "train.fepochs=0", "-S", "train.epochs=1"], repo, env)
+    result = _run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "-n",
+            "ddp",
+            "-S",
+            "train.launcher=torchrun",
+            "-S",
+            "train.nproc=2",
+            "-S",
+            "train.fepochs=0",
+            "-S",
+            "train.epochs=1",
+        ],
+        repo,
+        env,
+    )
     assert "train: launching 2 processes" in result.stdout
     assert json.loads((repo / "outputs" / "model" / "train.json").read_text())["processes"] == 2
     metrics = json.loads((repo / "outputs" / "metrics.json").read_text())
     assert 0.0 <= metrics["sl_test"]["overall"]["accuracy"] <= 1.0
     rows = json.loads(_run(["dvc", "exp", "show", "--json"], repo, env).stdout)
-    named = [rev for row in rows for exp in (row.get("experiments") or []) for rev in exp.get("revs", [])
-             if rev.get("name") == "ddp"]
+    named = [
+        rev
+        for row in rows
+        for exp in (row.get("experiments") or [])
+        for rev in exp.get("revs", [])
+        if rev.get("name") == "ddp"
+    ]
     assert named and named[0]["data"]["params"]["params.yaml"]["data"]["train"]["launcher"] == "torchrun"

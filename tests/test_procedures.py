@@ -46,8 +46,10 @@ def _logged(out, key: str) -> list[float]:
         return [float(row[key.split("/")[-1]]) for row in csv.DictReader(handle, delimiter="\t")]
 
 
-@pytest.mark.parametrize("task, metric, weak", [
-    ("classification", "accuracy", 12), ("segmentation", "dice_foreground", 12), ("detection", "AP50", 20)])
+@pytest.mark.parametrize(
+    "task, metric, weak",
+    [("classification", "accuracy", 12), ("segmentation", "dice_foreground", 12), ("detection", "AP50", 20)],
+)
 def test_self_training_scores_every_round(demo, task, metric, weak):
     out, summary, _ = _train(demo, f"self-{task}", task, weak_labels="self_train", nrepeats=2)
     rounds = json.loads((out / "model" / "rounds" / "rounds.json").read_text())
@@ -112,7 +114,11 @@ def test_early_stopping_and_best_epoch(demo):
 def test_plateau_divides_the_learning_rate(demo):
     out, _, _ = _train(demo, "plateau", fepochs=0, epochs=4, plateau=1, plateau_factor=10.0, min_delta=100.0)
     lrs = _logged(out, "lr")  # logged before the epoch's reduction
-    assert lrs[1] == pytest.approx(lrs[0]) and lrs[2] == pytest.approx(lrs[0] / 10) and lrs[3] == pytest.approx(lrs[0] / 100)
+    assert (
+        lrs[1] == pytest.approx(lrs[0])
+        and lrs[2] == pytest.approx(lrs[0] / 10)
+        and lrs[3] == pytest.approx(lrs[0] / 100)
+    )
 
 
 def test_lr_finder_sets_lr_and_saves_plot(demo):
@@ -137,10 +143,16 @@ def test_oversampling_and_focal_tversky_train(demo):
     _, _, metrics = _train(demo, "oversample", oversample=True)
     assert 0 <= metrics["valid"]["accuracy"] <= 1
     raw = {"segmentation": {"loss": "focal_tversky"}}
-    params = params_from_dict({"task": "segmentation", "out_dir": str(demo / "tversky"), **raw,
-                               "data": {"root": str(demo / "demo" / "segmentation"), "wl_train": []},
-                               "preprocess": {"size": 48, "workers": 1},
-                               "train": {"input_size": 48, "bs": 6, "fepochs": 0, "epochs": 1}})
+    params = params_from_dict(
+        {
+            "task": "segmentation",
+            "out_dir": str(demo / "tversky"),
+            **raw,
+            "data": {"root": str(demo / "demo" / "segmentation"), "wl_train": []},
+            "preprocess": {"size": 48, "workers": 1},
+            "train": {"input_size": 48, "bs": 6, "fepochs": 0, "epochs": 1},
+        }
+    )
     pipeline.preprocess(params)
     pipeline.train(params)
     logged = json.loads((params.out / "dvclive" / "metrics.json").read_text())

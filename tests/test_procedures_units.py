@@ -13,8 +13,8 @@ from fastai.callback.core import CancelFitException
 from dermdl.callbacks import Monitor, balanced_sampler, check_monitor, precision
 from dermdl.params import ParamsError, params_from_dict
 from dermdl.splits import folds, stratified_split
-from dermdl.train import scaled
 from dermdl.tasks.segmentation.losses import SegmentationLoss
+from dermdl.train import scaled
 
 
 def _run_monitor(values: list[float], patience: int, keep_best: bool):
@@ -38,11 +38,14 @@ def _run_monitor(values: list[float], patience: int, keep_best: bool):
     return monitor, model, stopped_at
 
 
-@pytest.mark.parametrize("values, patience, stopped_at, best_epoch", [
-    ([1.0, 0.5, 0.8, 0.9, 0.4], 2, 3, 2),     # two epochs without improvement after epoch 2 -> stop
-    ([1.0, 0.9, 0.8, 0.7], 2, None, 4),      # always improving: never stops
-    ([1.0, 1.2, 0.9], 0, None, 3),           # patience 0 = no early stopping
-])
+@pytest.mark.parametrize(
+    "values, patience, stopped_at, best_epoch",
+    [
+        ([1.0, 0.5, 0.8, 0.9, 0.4], 2, 3, 2),  # two epochs without improvement after epoch 2 -> stop
+        ([1.0, 0.9, 0.8, 0.7], 2, None, 4),  # always improving: never stops
+        ([1.0, 1.2, 0.9], 0, None, 3),  # patience 0 = no early stopping
+    ],
+)
 def test_monitor_early_stopping_and_best_weights(values, patience, stopped_at, best_epoch):
     monitor, model, stopped = _run_monitor(values, patience, keep_best=True)
     assert stopped == stopped_at and monitor.stopped is (stopped_at is not None)
@@ -69,8 +72,11 @@ def test_balanced_sampler_equalises_classes():
 
 
 def _records(n_groups: int, per_group: int) -> list[dict]:
-    return [{"path": f"{g}-{i}.png", "stratum": "ab"[g % 2], "group": f"lesion{g}"}
-            for g in range(n_groups) for i in range(per_group)]
+    return [
+        {"path": f"{g}-{i}.png", "stratum": "ab"[g % 2], "group": f"lesion{g}"}
+        for g in range(n_groups)
+        for i in range(per_group)
+    ]
 
 
 @pytest.mark.parametrize("k", [2, 3, 5])
@@ -112,8 +118,8 @@ def test_focal_tversky_weighs_missed_lesion_more_than_false_alarm():
     loss = SegmentationLoss("focal_tversky", weight=[0.0, 1.0], tversky=(0.7, 0.3, 4 / 3))
     assert float(loss(_onehot_logits(truth), truth)) < 1e-3
     missed, extra = truth.clone(), truth.clone()
-    missed[0, 2:4, 2:6] = 0   # 8 lesion pixels missed (false negatives)
-    extra[0, 6:8, 2:6] = 1    # 8 skin pixels called lesion (false positives)
+    missed[0, 2:4, 2:6] = 0  # 8 lesion pixels missed (false negatives)
+    extra[0, 6:8, 2:6] = 1  # 8 skin pixels called lesion (false positives)
     assert float(loss(_onehot_logits(missed), truth)) > float(loss(_onehot_logits(extra), truth))
 
 
@@ -128,18 +134,21 @@ def test_mixed_precision_is_off_on_cpu_and_chosen_on_gpu(monkeypatch):
     assert precision(torch.device("cuda"), "off") == "off"
 
 
-@pytest.mark.parametrize("raw, message", [
-    ({"train": {"cv_folds": 1}}, "cv_folds=1 is not cross-validation"),
-    ({"train": {"progressive_resizing": [1.0, 0.5]}}, "increasing size factors"),
-    ({"train": {"progressive_resizing": [0.5]}}, "ending with 1.0"),
-    ({"train": {"full_data": True, "early_stopping": 2}}, "full_data trains without a validation split"),
-    ({"task": "detection", "train": {"mixup": 0.4}}, "not available for detection"),
-    ({"task": "segmentation", "train": {"oversample": True}}, "no class to balance"),
-    ({"data": {"wl_train": []}, "train": {"weak_labels": "self_train"}}, "needs weakly labelled datasets"),
-    ({"train": {"launcher": "slurm"}}, "train.launcher"),
-    ({"train": {"nrepeats": 0}}, "train.nrepeats"),
-    ({"segmentation": {"loss": "tversky"}}, "segmentation.loss"),
-])
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"train": {"cv_folds": 1}}, "cv_folds=1 is not cross-validation"),
+        ({"train": {"progressive_resizing": [1.0, 0.5]}}, "increasing size factors"),
+        ({"train": {"progressive_resizing": [0.5]}}, "ending with 1.0"),
+        ({"train": {"full_data": True, "early_stopping": 2}}, "full_data trains without a validation split"),
+        ({"task": "detection", "train": {"mixup": 0.4}}, "not available for detection"),
+        ({"task": "segmentation", "train": {"oversample": True}}, "no class to balance"),
+        ({"data": {"wl_train": []}, "train": {"weak_labels": "self_train"}}, "needs weakly labelled datasets"),
+        ({"train": {"launcher": "slurm"}}, "train.launcher"),
+        ({"train": {"nrepeats": 0}}, "train.nrepeats"),
+        ({"segmentation": {"loss": "tversky"}}, "segmentation.loss"),
+    ],
+)
 def test_invalid_procedure_params(raw, message):
     with pytest.raises(ParamsError, match=message):
         params_from_dict(raw)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from dermdl.params import params_from_dict
 from dermdl.optimizers import opt_func
+from dermdl.params import params_from_dict
 from dermdl.tasks.classification.losses import class_weights, classification_loss
 
 
@@ -60,4 +60,6 @@ def test_focal_downweights_easy_examples_and_reduces_to_ce():
 def test_class_weights_change_the_loss():
     weight = torch.tensor([1.0, 5.0, 1.0])
     train = params_from_dict({}).train
-    assert not torch.allclose(classification_loss(train, weight)(LOGITS, TARGET), classification_loss(train, None)(LOGITS, TARGET))
+    assert not torch.allclose(
+        classification_loss(train, weight)(LOGITS, TARGET), classification_loss(train, None)(LOGITS, TARGET)
+    )

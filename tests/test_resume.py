@@ -26,7 +26,10 @@ CASES = {  # name -> (train params, kill once this many epochs are checkpointed,
     "mid_phase": ({"fepochs": 1, "epochs": 3}, 2, 4),
     "phase_boundary": ({"fepochs": 1, "epochs": 3}, 1, 4),
     "progressive_stage_boundary_keep_best": (
-        {"fepochs": 1, "epochs": 1, "progressive_resizing": [0.5, 1.0], "keep_best": True}, 2, 4),
+        {"fepochs": 1, "epochs": 1, "progressive_resizing": [0.5, 1.0], "keep_best": True},
+        2,
+        4,
+    ),
     "progressive_stage_boundary": ({"fepochs": 1, "epochs": 1, "progressive_resizing": [0.5, 1.0]}, 2, 4),
     "progressive_mid_phase": ({"fepochs": 0, "epochs": 2, "progressive_resizing": [0.5, 1.0]}, 1, 4),
     # min_delta 100: nothing counts as better after epoch 1, so the LR drops after epochs 2 and 3
@@ -41,8 +44,11 @@ CASES = {  # name -> (train params, kill once this many epochs are checkpointed,
 def _raw(base, out: str, train: dict) -> dict:
     return {
         "out_dir": str(base / out),
-        "data": {"root": str(base / "demo" / "classification"), "sl_tests": ["sl_test"],
-                 "wl_train": ["wl_train"] if train.get("weak_labels") else []},
+        "data": {
+            "root": str(base / "demo" / "classification"),
+            "sl_tests": ["sl_test"],
+            "wl_train": ["wl_train"] if train.get("weak_labels") else [],
+        },
         "preprocess": {"size": 64, "workers": 1},
         "train": {"input_size": 64, "bs": 8, "deterministic": True, **train},
     }
@@ -67,8 +73,12 @@ def _kill_after(base, raw: dict, epochs: int, checkpoint_rel: str = "checkpoint/
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     log = base / "killed.log"
     with log.open("w") as stderr:
-        proc = subprocess.Popen([sys.executable, "-m", "dermdl.cli", "train", "--params", str(params_file)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dermdl.cli", "train", "--params", str(params_file)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     checkpoint = base / "killed" / checkpoint_rel
     deadline = time.time() + 300
     while _epochs_done(checkpoint) < epochs and proc.poll() is None and time.time() < deadline:
@@ -114,7 +124,10 @@ def test_killed_training_resumes_to_the_same_result(base, case):
         rounds = json.loads((reference.out / "model" / "rounds" / "rounds.json").read_text())
         assert json.loads((killed_dir / "model" / "rounds" / "rounds.json").read_text()) == rounds
         assert all((killed_dir / "model" / "rounds" / f"round_{i}" / "predictions").is_dir() for i in range(3))
-        assert not (killed_dir / "checkpoint" / "round.pt").exists() and not (killed_dir / "checkpoint" / "rounds").exists()
+        assert (
+            not (killed_dir / "checkpoint" / "round.pt").exists()
+            and not (killed_dir / "checkpoint" / "rounds").exists()
+        )
 
 
 def _killed_copy(base, reference, train: dict) -> dict:
@@ -157,9 +170,20 @@ def test_checkpoint_of_other_parameters_is_not_resumed(base, capsys):
     # a stale checkpoint from another learning rate must be ignored, not continued
     from dermdl.checkpoint import Checkpoints, EpochState
 
-    Checkpoints(params.out, "some-other-run").save(EpochState(
-        epochs_done=1, step=1, lr=1.0, tune=1, model={}, rng={}, opt={}, monitor=None, plateau=None,
-        smooth_loss=[0, 0.0]))
+    Checkpoints(params.out, "some-other-run").save(
+        EpochState(
+            epochs_done=1,
+            step=1,
+            lr=1.0,
+            tune=1,
+            model={},
+            rng={},
+            opt={},
+            monitor=None,
+            plateau=None,
+            smooth_loss=[0, 0.0],
+        )
+    )
     pipeline.train(params)
     again, _ = _result(params.out)
     assert "from other parameters or data" in capsys.readouterr().out

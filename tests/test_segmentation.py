@@ -44,16 +44,18 @@ MASK_STORAGES = {
 }
 
 
-def _prepare(tmp_path: Path, name: str, image: Image.Image, mask: Image.Image, size: int = 16,
-             policy: str = "squish") -> dict:
+def _prepare(
+    tmp_path: Path, name: str, image: Image.Image, mask: Image.Image, size: int = 16, policy: str = "squish"
+) -> dict:
     src = tmp_path / "src" / name
     (src / "images").mkdir(parents=True)
     (src / "masks").mkdir()
     image.save(src / "images" / "x.png")
     mask.save(src / "masks" / "x.png")
     prepared = tmp_path / "prepared"
-    record = prepare_item(src / "images" / "x.png", f"{name}/images/x.png", str(src / "masks" / "x.png"),
-                          prepared, size, policy)
+    record = prepare_item(
+        src / "images" / "x.png", f"{name}/images/x.png", str(src / "masks" / "x.png"), prepared, size, policy
+    )
     return record | {"arrays": str(prepared / name / "arrays"), "dataset": name}
 
 
@@ -74,14 +76,18 @@ def test_0_255_0_1_and_palette_masks_give_identical_targets(tmp_path):
         assert np.array_equal(target, expected), name
 
 
-@pytest.mark.parametrize("codes, mapping, stored, classes, written", [
-    (("skin", "lesion"), None, [0, 255, 1], [0, 1, 1], [0, 255]),
-    (("skin", "lesion"), {0: 0, 1: 1}, [0, 1], [0, 1], [0, 1]),
-    (("skin", "lesion"), {0: 0, 128: 1}, [128, 0], [1, 0], [0, 128]),
-    (("other", "skin", "eczema"), None, [0, 1, 2], [0, 1, 2], [0, 1, 2]),
-    (("other", "skin", "eczema"), {0: 0, 100: 1, 200: 2, 255: 0}, [255, 100, 200, 0], [0, 1, 2, 0], [0, 100, 200]),
-    (("bg", "fg"), {0: 0, 1000: 1}, [1000, 0], [1, 0], [0, 1000]),
-], ids=["default_0_255", "explicit_0_1", "custom_0_128", "multiclass_identity", "multiclass_custom", "16_bit"])
+@pytest.mark.parametrize(
+    "codes, mapping, stored, classes, written",
+    [
+        (("skin", "lesion"), None, [0, 255, 1], [0, 1, 1], [0, 255]),
+        (("skin", "lesion"), {0: 0, 1: 1}, [0, 1], [0, 1], [0, 1]),
+        (("skin", "lesion"), {0: 0, 128: 1}, [128, 0], [1, 0], [0, 128]),
+        (("other", "skin", "eczema"), None, [0, 1, 2], [0, 1, 2], [0, 1, 2]),
+        (("other", "skin", "eczema"), {0: 0, 100: 1, 200: 2, 255: 0}, [255, 100, 200, 0], [0, 1, 2, 0], [0, 100, 200]),
+        (("bg", "fg"), {0: 0, 1000: 1}, [1000, 0], [1, 0], [0, 1000]),
+    ],
+    ids=["default_0_255", "explicit_0_1", "custom_0_128", "multiclass_identity", "multiclass_custom", "16_bit"],
+)
 def test_value_map_both_ways(codes, mapping, stored, classes, written):
     seg = params_from_dict({"segmentation": {"codes": list(codes), "mask_values": mapping}}).segmentation
     vmap = ValueMap(seg.value_map(), len(codes))
@@ -165,7 +171,9 @@ def test_mask_and_image_stay_aligned_under_every_resize_policy(tmp_path, policy,
     assert _iou(prepared_image, prepared_mask) > 0.93
     assert np.abs(_centroid(prepared_image) - _centroid(prepared_mask)).max() < 0.35
     # back to the original resolution: a one-hot "prediction" in model space (input size 32)
-    small = np.asarray(Image.fromarray(prepared_mask.astype(np.uint8) * 255).resize((32, 32), Image.Resampling.BILINEAR))
+    small = np.asarray(
+        Image.fromarray(prepared_mask.astype(np.uint8) * 255).resize((32, 32), Image.Resampling.BILINEAR)
+    )
     probs = np.stack([1 - small / 255.0, small / 255.0]).astype(np.float16)
     back = to_original(probs, width, height, 48, policy).argmax(axis=0) == 1
     assert back.shape == (height, width)
@@ -192,9 +200,17 @@ def test_prepared_record_layout(tmp_path):
 
 
 def _config(**extra) -> ModelConfig:
-    return ModelConfig(task="segmentation", arch="efficientnet_lite0", classes=["skin", "lesion"], input_size=64,
-                       mean=[0.5] * 3, std=[0.5] * 3, preprocess_size=64, resize="squish",
-                       extra={"mask_values": ValueMap(DEFAULT.value_map(), 2).to_json()} | extra)
+    return ModelConfig(
+        task="segmentation",
+        arch="efficientnet_lite0",
+        classes=["skin", "lesion"],
+        input_size=64,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        preprocess_size=64,
+        resize="squish",
+        extra={"mask_values": ValueMap(DEFAULT.value_map(), 2).to_json()} | extra,
+    )
 
 
 @pytest.mark.parametrize("size", [64, 72])
@@ -207,7 +223,9 @@ def test_unet_on_the_packaged_encoder(size):
     assert tuple(out.shape) == (2, 3, size, size)
     body, head = TASK.splitter(model)
     everything = {id(p) for p in model.parameters()}
-    assert {id(p) for p in body} | {id(p) for p in head} == everything and not {id(p) for p in body} & {id(p) for p in head}
+    assert {id(p) for p in body} | {id(p) for p in head} == everything and not {id(p) for p in body} & {
+        id(p) for p in head
+    }
     assert {id(p) for p in body} == {id(p) for p in model[0].parameters()}  # the encoder is the frozen body
 
 
@@ -244,13 +262,14 @@ def test_losses_match_independent_formulas():
     assert torch.isclose(SegmentationLoss("ce")(logits, target), ce)
     w = [0.5, 1.0, 3.0]
     assert torch.isclose(SegmentationLoss("ce", w)(logits, target), F.cross_entropy(logits, target, torch.tensor(w)))
-    dice_c = [(2 * (probs[:, c] * onehot[:, c]).sum() + 1) / (probs[:, c].sum() + onehot[:, c].sum() + 1) for c in range(3)]
+    dice_c = [
+        (2 * (probs[:, c] * onehot[:, c]).sum() + 1) / (probs[:, c].sum() + onehot[:, c].sum() + 1) for c in range(3)
+    ]
     assert np.isclose(SegmentationLoss("dice")(logits, target).item(), 1 - np.mean(dice_c), atol=1e-6)
     assert np.isclose(SegmentationLoss("dice", w)(logits, target).item(), 1 - np.dot(w, dice_c) / sum(w), atol=1e-6)
-    assert torch.isclose(SegmentationLoss("ce_dice")(logits, target),
-                         ce + SegmentationLoss("dice")(logits, target))
+    assert torch.isclose(SegmentationLoss("ce_dice")(logits, target), ce + SegmentationLoss("dice")(logits, target))
     p_t = np.take_along_axis(probs, target.numpy()[:, None], 1)[:, 0]
-    focal = (-(1 - p_t) ** 2 * np.log(p_t))
+    focal = -((1 - p_t) ** 2) * np.log(p_t)
     assert np.isclose(SegmentationLoss("focal")(logits, target).item(), focal.mean(), atol=1e-6)
     w_t = np.array(w)[target.numpy()]
     assert np.isclose(SegmentationLoss("focal", w)(logits, target).item(), (w_t * focal).sum() / w_t.sum(), atol=1e-6)

@@ -25,14 +25,17 @@ pytestmark = pytest.mark.xdist_group("segmentation_e2e")  # one worker trains th
 
 
 def _params(root: Path, out: Path, **train):
-    return params_from_dict({
-        "task": "segmentation", "out_dir": str(out),
-        "data": {"root": str(root), "wl_train": [], "sl_train": ["sl_train"], "sl_tests": ["sl_test"]},
-        "preprocess": {"size": 64, "workers": 1},
-        "train": {"input_size": 64, "bs": 8, "fepochs": 1, "epochs": 1} | train,
-        "analyze": {"n_boot": 200},
-        "infer": {"tta": "none"},  # plain predictions: the TTA test compares against them
-    })
+    return params_from_dict(
+        {
+            "task": "segmentation",
+            "out_dir": str(out),
+            "data": {"root": str(root), "wl_train": [], "sl_train": ["sl_train"], "sl_tests": ["sl_test"]},
+            "preprocess": {"size": 64, "workers": 1},
+            "train": {"input_size": 64, "bs": 8, "fepochs": 1, "epochs": 1} | train,
+            "analyze": {"n_boot": 200},
+            "infer": {"tta": "none"},  # plain predictions: the TTA test compares against them
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +59,25 @@ def run(tmp_path_factory):
 def test_every_stage_writes_its_outputs(run):
     base, params = run
     out = params.out
-    for rel in ["validate/report.json", "prepared/manifest.json", "model/model.pt", "model/model.json",
-                "model/train.json", "predictions/sl_test.csv", "predictions/sl_test/histograms.npy", "metrics.json",
-                "report.json", "summary.txt", "plots/confusion/sl_test.json", "plots/roc/sl_test--lesion.json",
-                "plots/figures/sl_test_metrics.png", "plots/figures/sl_test_confusion.png",
-                "plots/figures/sl_test_gallery_best.png", "plots/figures/sl_test_gallery_worst.png",
-                "dvclive/metrics.json"]:
+    for rel in [
+        "validate/report.json",
+        "prepared/manifest.json",
+        "model/model.pt",
+        "model/model.json",
+        "model/train.json",
+        "predictions/sl_test.csv",
+        "predictions/sl_test/histograms.npy",
+        "metrics.json",
+        "report.json",
+        "summary.txt",
+        "plots/confusion/sl_test.json",
+        "plots/roc/sl_test--lesion.json",
+        "plots/figures/sl_test_metrics.png",
+        "plots/figures/sl_test_confusion.png",
+        "plots/figures/sl_test_gallery_best.png",
+        "plots/figures/sl_test_gallery_worst.png",
+        "dvclive/metrics.json",
+    ]:
         assert (out / rel).is_file(), rel
     manifest = json.loads((out / "prepared/manifest.json").read_text())
     assert manifest["classes"] == ["skin", "lesion"] and len(manifest["datasets"]["sl_test"]) == 10
@@ -71,8 +87,10 @@ def test_every_stage_writes_its_outputs(run):
     assert "foreground_dice" in json.loads((out / "dvclive/metrics.json").read_text())["valid"]
     report = json.loads((out / "report.json").read_text())["sl_test"]
     assert report["n"] == 10 and set(report["per_class"]["lesion"]) >= {"dice", "iou", "thresholded_jaccard", "auc"}
-    assert json.loads((out / "metrics.json").read_text())["sl_test"]["per_class"]["lesion"]["dice"] \
+    assert (
+        json.loads((out / "metrics.json").read_text())["sl_test"]["per_class"]["lesion"]["dice"]
         == report["per_class"]["lesion"]["dice"]["value"]
+    )
     assert len(json.loads((out / "plots/confusion/sl_test.json").read_text())) == 1000
     assert "Dice lesion:" in (out / "summary.txt").read_text()
 
@@ -108,8 +126,21 @@ def test_predict_cli_writes_masks_for_new_images(run, tmp_path, capsys):
     assert frame["image"].tolist() == [str(new / "a.png"), str(new / "b.jpg")]
     assert open_mask(tmp_path / frame["mask"][0]).shape == (60, 90)
     assert open_mask(tmp_path / frame["mask"][1]).shape == (64, 64)
-    assert main(["predict", "--model", str(params.out / "model"), str(new), "--tta", "flips",
-                 "--out", str(tmp_path / "tta" / "p.csv")]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(params.out / "model"),
+                str(new),
+                "--tta",
+                "flips",
+                "--out",
+                str(tmp_path / "tta" / "p.csv"),
+            ]
+        )
+        == 0
+    )
     assert open_mask(tmp_path / "tta" / pd.read_csv(tmp_path / "tta" / "p.csv")["mask"][0]).shape == (60, 90)
     capsys.readouterr()
     assert main(["predict", "--model", str(params.out / "model"), str(new / "a.png")]) == 0
@@ -126,8 +157,9 @@ def test_infer_with_tta_writes_the_same_outputs_from_averaged_views(run, tmp_pat
     plain, averaged = pd.read_csv(params.out / "predictions/sl_test.csv"), pd.read_csv(copy / "predictions/sl_test.csv")
     assert averaged.columns.tolist() == plain.columns.tolist() and averaged["mask"].tolist() == plain["mask"].tolist()
     # 8 views of an untrained-for-orientation model: the probability histograms move
-    assert not np.array_equal(np.load(copy / "predictions/sl_test/histograms.npy"),
-                              np.load(params.out / "predictions/sl_test/histograms.npy"))
+    assert not np.array_equal(
+        np.load(copy / "predictions/sl_test/histograms.npy"), np.load(params.out / "predictions/sl_test/histograms.npy")
+    )
     assert open_mask(copy / "predictions/sl_test/masks/wide.png").shape == (60, 90)
 
 

@@ -23,7 +23,7 @@ def _case():
     truths, preds, probs = [], [], []
     for i, (h, w) in enumerate(SHAPES):
         truth = np.zeros((h, w), np.int64)
-        truth[2:h - 2, 3:w - 1] = 1
+        truth[2 : h - 2, 3 : w - 1] = 1
         if i in (1, 3):
             truth[0:2, 0:3] = 2
         if i == 2:
@@ -98,8 +98,9 @@ def test_undefined_images_are_left_out_and_thresholded_jaccard_zeroes_low_iou():
     assert images["dice"][4, :2].tolist() == [1.0, 1.0] and np.isnan(images["dice"][4, 2])  # perfect image
     low = images["iou"] < 0.65
     assert (images["thresholded_jaccard"][low] == 0).all()
-    assert np.array_equal(images["thresholded_jaccard"][~low & ~np.isnan(images["iou"])],
-                          images["iou"][~low & ~np.isnan(images["iou"])])
+    assert np.array_equal(
+        images["thresholded_jaccard"][~low & ~np.isnan(images["iou"])], images["iou"][~low & ~np.isnan(images["iou"])]
+    )
 
 
 def test_bootstrap_cis_match_a_naive_resampling_loop():
@@ -154,8 +155,11 @@ def test_confusion_records_represent_pixel_shares():
     records = sm.confusion_records(confusion, n_records=100)
     assert len(records) == 100
     count = lambda a, p: sum(r == {"actual": a, "predicted": p} for r in records)  # noqa: E731
-    assert (count("skin", "skin"), count("skin", "lesion"), count("lesion", "skin"), count("lesion", "lesion")) \
-        in [(70, 6, 4, 20), (70, 5, 5, 20), (70, 6, 5, 19)]
+    assert (count("skin", "skin"), count("skin", "lesion"), count("lesion", "skin"), count("lesion", "lesion")) in [
+        (70, 6, 4, 20),
+        (70, 5, 5, 20),
+        (70, 6, 5, 19),
+    ]
     assert sm.confusion_records({"a": {"a": 0}}) == []
 
 
@@ -166,7 +170,13 @@ def test_table_has_greppable_lines_with_cis():
     assert "Dice lesion:" in text
     line = next(line for line in text.splitlines() if line.startswith("Dice lesion:"))
     assert line.split(":", 1)[1].strip() == f"{m['value']:.2f} ({m['lo']:.2f}-{m['hi']:.2f})"
-    for label in ("Thresholded Jaccard scar:", "IoU (pooled) skin:", "Specificity lesion:", "AUC lesion:",
-                  "Pixel accuracy:", "Pixel confusion"):
+    for label in (
+        "Thresholded Jaccard scar:",
+        "IoU (pooled) skin:",
+        "Specificity lesion:",
+        "AUC lesion:",
+        "Pixel accuracy:",
+        "Pixel confusion",
+    ):
         assert label in text
     assert text.startswith("Test set x (n=5, 95% CI)\n========================")

@@ -8,12 +8,20 @@ import json
 from pathlib import Path
 
 import pytest
-
 import toy_task
+
 from dermdl import pipeline
 from dermdl.params import ParamsError, params_from_dict
 from dermdl.tasks import (
-    PROCEDURES, Capabilities, Lazy, Task, builtin_task_names, detect_layout, get_task, register_task, task_names,
+    PROCEDURES,
+    Capabilities,
+    Lazy,
+    Task,
+    builtin_task_names,
+    detect_layout,
+    get_task,
+    register_task,
+    task_names,
     unregister_task,
 )
 
@@ -52,11 +60,14 @@ def test_unknown_task_and_malformed_plugins_are_refused():
     assert set(PROCEDURES) >= {"tta", "mixup", "oversample", "channels_last"}
 
 
-@pytest.mark.parametrize("task, folders", [
-    ("classification", ["sl_train/mel"]),
-    ("segmentation", ["sl_train/images", "sl_train/masks"]),
-    ("detection", ["images/sl_train", "annotations"]),
-])
+@pytest.mark.parametrize(
+    "task, folders",
+    [
+        ("classification", ["sl_train/mel"]),
+        ("segmentation", ["sl_train/images", "sl_train/masks"]),
+        ("detection", ["images/sl_train", "annotations"]),
+    ],
+)
 def test_layout_detection_asks_each_task_schema(tmp_path, task, folders):
     for folder in folders:
         (tmp_path / folder).mkdir(parents=True)
@@ -67,14 +78,22 @@ def test_fourth_task_runs_validate_to_analyze(tmp_path, spot_task):
     root = tmp_path / "data"
     toy_task.write_dataset(root, "sl_train", 24, seed=0)
     toy_task.write_dataset(root, "sl_test", 10, seed=1)
-    params = params_from_dict({
-        "task": toy_task.NAME, "out_dir": str(tmp_path / "out"),
-        "data": {"root": str(root), "wl_train": [], "sl_train": ["sl_train"], "sl_tests": ["sl_test"],
-                 "allow_leaks": True},
-        "preprocess": {"size": 32, "workers": 1},
-        "train": {"input_size": 32, "bs": 8, "epochs": 6, "lr": 0.02, "pretrained": False, "augment": False},
-        "analyze": {"n_boot": 100},
-    })
+    params = params_from_dict(
+        {
+            "task": toy_task.NAME,
+            "out_dir": str(tmp_path / "out"),
+            "data": {
+                "root": str(root),
+                "wl_train": [],
+                "sl_train": ["sl_train"],
+                "sl_tests": ["sl_test"],
+                "allow_leaks": True,
+            },
+            "preprocess": {"size": 32, "workers": 1},
+            "train": {"input_size": 32, "bs": 8, "epochs": 6, "lr": 0.02, "pretrained": False, "augment": False},
+            "analyze": {"n_boot": 100},
+        }
+    )
     assert pipeline.validate(params).ok
     manifest = pipeline.preprocess(params)
     assert sum(len(records) for records in manifest["datasets"].values()) == 68
@@ -90,6 +109,7 @@ def test_fourth_task_runs_validate_to_analyze(tmp_path, spot_task):
 
 def _task_name_branches(tree: ast.AST, names: set[str]) -> list[int]:
     """Lines that compare with a task name (==, !=, in, match) or spell task names in a Literal[...]."""
+
     def is_name(node: ast.AST) -> bool:
         if isinstance(node, ast.Constant) and node.value in names:
             return True
@@ -101,8 +121,12 @@ def _task_name_branches(tree: ast.AST, names: set[str]) -> list[int]:
             lines.append(node.lineno)
         elif isinstance(node, ast.match_case) and any(is_name(n) for n in ast.walk(node.pattern)):
             lines.append(node.pattern.lineno)
-        elif (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "Literal"
-              and is_name(node.slice)):
+        elif (
+            isinstance(node, ast.Subscript)
+            and isinstance(node.value, ast.Name)
+            and node.value.id == "Literal"
+            and is_name(node.slice)
+        ):
             lines.append(node.lineno)
     return lines
 

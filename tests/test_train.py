@@ -18,12 +18,14 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("train_core")]
 def prepared(tmp_path_factory):
     base = tmp_path_factory.mktemp("train")
     generate_demo(base / "demo", n_train=6, n_test=2, n_weak=0, size=48)
-    params = params_from_dict({
-        "out_dir": str(base / "out"),
-        "data": {"root": str(base / "demo" / "classification"), "wl_train": [], "sl_tests": ["sl_test"]},
-        "preprocess": {"size": 48, "workers": 1},
-        "train": {"input_size": 48, "bs": 6, "fepochs": 1, "epochs": 1, "deterministic": True},
-    })
+    params = params_from_dict(
+        {
+            "out_dir": str(base / "out"),
+            "data": {"root": str(base / "demo" / "classification"), "wl_train": [], "sl_tests": ["sl_test"]},
+            "preprocess": {"size": 48, "workers": 1},
+            "train": {"input_size": 48, "bs": 6, "fepochs": 1, "epochs": 1, "deterministic": True},
+        }
+    )
     pipeline.preprocess(params)
     return params
 

@@ -7,9 +7,9 @@ from PIL import Image
 
 from dermdl.inference import TTA_VIEWS, softmax_tta, unview, view
 from dermdl.models import ModelConfig
-from dermdl.tasks.classification.model import build_classifier
 from dermdl.params import params_from_dict
 from dermdl.tasks import get_task
+from dermdl.tasks.classification.model import build_classifier
 from dermdl.tasks.segmentation.data import ValueMap
 from dermdl.tasks.segmentation.model import build_unet
 
@@ -57,8 +57,16 @@ def _image_and_turned_copy(tmp_path):
 def test_dihedral_classification_does_not_depend_on_orientation(tmp_path):
     torch.manual_seed(0)
     model, (mean, std) = build_classifier("efficientnet_lite0", 3, pretrained=False)
-    config = ModelConfig(task="classification", arch="efficientnet_lite0", classes=["a", "b", "c"],
-                         input_size=SIZE, mean=mean, std=std, preprocess_size=SIZE, resize="squish")
+    config = ModelConfig(
+        task="classification",
+        arch="efficientnet_lite0",
+        classes=["a", "b", "c"],
+        input_size=SIZE,
+        mean=mean,
+        std=std,
+        preprocess_size=SIZE,
+        resize="squish",
+    )
     predict = get_task("classification").predict
     paths = _image_and_turned_copy(tmp_path)
     plain = predict(model, config, paths, 2, "none")
@@ -71,25 +79,39 @@ def test_dihedral_classification_does_not_depend_on_orientation(tmp_path):
 def test_dihedral_segmentation_masks_turn_with_the_image(tmp_path):
     torch.manual_seed(0)
     model, (mean, std) = build_unet("efficientnet_lite0", 2, SIZE, pretrained=False)
-    config = ModelConfig(task="segmentation", arch="efficientnet_lite0", classes=["skin", "lesion"],
-                         input_size=SIZE, mean=mean, std=std, preprocess_size=SIZE, resize="squish",
-                         extra={"mask_values": MASK_VALUES})
+    config = ModelConfig(
+        task="segmentation",
+        arch="efficientnet_lite0",
+        classes=["skin", "lesion"],
+        input_size=SIZE,
+        mean=mean,
+        std=std,
+        preprocess_size=SIZE,
+        resize="squish",
+        extra={"mask_values": MASK_VALUES},
+    )
     predict = get_task("segmentation").predict
     paths = _image_and_turned_copy(tmp_path)
-    turn = lambda probs: np.rot90(probs.astype(np.float32), 1, axes=(1, 2))  # PIL's ROTATE_90 is counter-clockwise
+
+    def turn(probs):  # PIL's ROTATE_90 is counter-clockwise
+        return np.rot90(probs.astype(np.float32), 1, axes=(1, 2))
+
     plain = predict(model.eval(), config, paths, 2, "none")
     assert np.abs(turn(plain[0].probs) - plain[1].probs).max() > 1e-3
     averaged = predict(model, config, paths, 2, "dihedral")
     np.testing.assert_allclose(turn(averaged[0].probs), averaged[1].probs.astype(np.float32), atol=2e-3)  # float16
 
 
-@pytest.mark.parametrize("task, tta, ok", [
-    ("classification", "dihedral", True),
-    ("segmentation", "flips", True),
-    ("detection", "none", True),
-    ("detection", "auto", True),
-    ("detection", "flips", False),
-])
+@pytest.mark.parametrize(
+    "task, tta, ok",
+    [
+        ("classification", "dihedral", True),
+        ("segmentation", "flips", True),
+        ("detection", "none", True),
+        ("detection", "auto", True),
+        ("detection", "flips", False),
+    ],
+)
 def test_tta_is_checked_against_the_task_when_params_load(task, tta, ok):
     raw = {"task": task, "infer": {"tta": tta}}
     if ok:
@@ -99,8 +121,9 @@ def test_tta_is_checked_against_the_task_when_params_load(task, tta, ok):
             params_from_dict(raw)
 
 
-@pytest.mark.parametrize("task, tta", [("classification", "dihedral"), ("segmentation", "dihedral"),
-                                       ("detection", "none")])
+@pytest.mark.parametrize(
+    "task, tta", [("classification", "dihedral"), ("segmentation", "dihedral"), ("detection", "none")]
+)
 def test_auto_tta_is_dihedral_where_the_task_has_it(task, tta):
     params = params_from_dict({"task": task})
     assert params.infer.tta == "auto" and params.tta == tta

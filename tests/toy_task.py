@@ -70,11 +70,19 @@ def scan(params: Any, datasets: list[str], check_images: bool = True):
     return items, list(CLASSES), report
 
 
-def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str,
-                 color_constancy: str = "none") -> dict[str, Any]:
+def prepare_item(
+    source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str, color_constancy: str = "none"
+) -> dict[str, Any]:
     width, height, pixels = prepare_image(source, size, policy, color_constancy)
-    return {"path": relative, "source": relative, "target": target, "stratum": target, "width": width,
-            "height": height, PIXELS: pixels}
+    return {
+        "path": relative,
+        "source": relative,
+        "target": target,
+        "stratum": target,
+        "width": width,
+        "height": height,
+        PIXELS: pixels,
+    }
 
 
 def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], params: Any, norm: Any):
@@ -84,8 +92,10 @@ def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str]
 
 
 def build_model(config: Any, pretrained: bool | str):
-    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1),
-                                        nn.Flatten()), nn.Linear(8, len(config.classes)))
+    model = nn.Sequential(
+        nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten()),
+        nn.Linear(8, len(config.classes)),
+    )
     return model, ([0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
 
 
@@ -101,8 +111,9 @@ def predict(model: nn.Module, config: Any, paths: Sequence[Any], bs: int = 64, t
     model.eval()
     out = []
     for start in range(0, len(paths), bs):
-        batch = torch.stack([to_input_tensor(open_source(p, config.color_constancy), config)
-                             for p in paths[start : start + bs]])
+        batch = torch.stack(
+            [to_input_tensor(open_source(p, config.color_constancy), config) for p in paths[start : start + bs]]
+        )
         out.append(model(batch).softmax(1).numpy())
     return np.concatenate(out) if out else np.zeros((0, len(config.classes)), dtype=np.float32)
 
@@ -115,8 +126,13 @@ def pseudo_label(model: nn.Module, config: Any, records: Sequence[dict], params:
 
 
 def write_predictions(records: Sequence[dict], probs: np.ndarray, config: Any, out_dir: Path, name: str) -> Path:
-    frame = pd.DataFrame({"path": [r["source"] for r in records], "true_label": [r.get("target") or "" for r in records],
-                          "predicted_label": [config.classes[i] for i in probs.argmax(1)]})
+    frame = pd.DataFrame(
+        {
+            "path": [r["source"] for r in records],
+            "true_label": [r.get("target") or "" for r in records],
+            "predicted_label": [config.classes[i] for i in probs.argmax(1)],
+        }
+    )
     return atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False))
 
 
@@ -134,8 +150,9 @@ def table(metrics: dict, title: str) -> str:
 TASK = TaskPlugin(
     name=NAME,
     layout=LAYOUT,
-    capabilities=Capabilities(unsupported={"tta": "a toy", "mixup": "a toy", "oversample": "a toy",
-                                           "progressive_resizing": "a toy"}),
+    capabilities=Capabilities(
+        unsupported={"tta": "a toy", "mixup": "a toy", "oversample": "a toy", "progressive_resizing": "a toy"}
+    ),
     scan=scan,
     prepare_item=prepare_item,
     dataloaders=dataloaders,

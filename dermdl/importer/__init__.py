@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from dermdl.importer.layouts import _refuse_unsafe_out, write
-from dermdl.importer.spec import BOX_FORMATS, ImportProblems, ImportSpec, MARKER, PRESETS, Row
+from dermdl.importer.spec import BOX_FORMATS, MARKER, PRESETS, ImportProblems, ImportSpec, Row
 from dermdl.importer.table import check_files, plan, read_rows
 
 
@@ -44,15 +44,16 @@ def run_import(spec: ImportSpec) -> dict[str, Any]:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    lines = [f"import: {summary['rows']} images -> {summary['arguments']['out']} "
-             f"({', '.join(summary['layouts'])}; seed {summary['seed']})"]
+    lines = [
+        f"import: {summary['rows']} images -> {summary['arguments']['out']} "
+        f"({', '.join(summary['layouts'])}; seed {summary['seed']})"
+    ]
     for name, info in summary["datasets"].items():
         groups = f", {info['groups']} groups" if info["groups"] is not None else ""
         labels = ", ".join(f"{k} {v}" for k, v in info["labels"].items())
         lines.append(f"  {name}: {info['images']} images{groups} ({labels})")
     placed = summary.get("placed") or {}
-    lines.append(f"  files: {placed.get('link', 0)} hard-linked, {placed.get('copy', 0)} copied "
-                 "(sources untouched)")
+    lines.append(f"  files: {placed.get('link', 0)} hard-linked, {placed.get('copy', 0)} copied (sources untouched)")
     return "\n".join(lines)
 
 
@@ -61,12 +62,27 @@ def main_args(args: Any) -> int:
     import sys
 
     spec = ImportSpec(
-        csv=args.csv, out=args.out, image=args.image_column, label=args.label_column, group=args.group_column,
-        mask=args.mask_column, boxes=tuple(args.box_columns) if args.box_columns else None,
-        box_format=args.box_format or "xyxy", images_root=args.images_root,
-        layouts=tuple(args.layouts) if args.layouts else None, test_size=args.test_size, weak_size=args.weak_size,
-        seed=args.seed, train_name=args.train_name, test_name=args.test_name, weak_name=args.weak_name,
-        single_class=args.single_class, copy=args.copy, workers=args.workers, preset=args.preset)
+        csv=args.csv,
+        out=args.out,
+        image=args.image_column,
+        label=args.label_column,
+        group=args.group_column,
+        mask=args.mask_column,
+        boxes=tuple(args.box_columns) if args.box_columns else None,
+        box_format=args.box_format or "xyxy",
+        images_root=args.images_root,
+        layouts=tuple(args.layouts) if args.layouts else None,
+        test_size=args.test_size,
+        weak_size=args.weak_size,
+        seed=args.seed,
+        train_name=args.train_name,
+        test_name=args.test_name,
+        weak_name=args.weak_name,
+        single_class=args.single_class,
+        copy=args.copy,
+        workers=args.workers,
+        preset=args.preset,
+    )
     try:
         summary = run_import(spec)
     except ImportProblems as exc:
@@ -76,6 +92,8 @@ def main_args(args: Any) -> int:
         return 1
     print(format_summary(summary))
     trains = " ".join(n for n in (spec.weak_name, spec.train_name) if n in summary["datasets"])
-    print(f"import: next, e.g.: dermdl check-leaks --root {Path(spec.out) / summary['layouts'][0]} "
-          f"--train {trains} --test {spec.test_name}")
+    print(
+        f"import: next, e.g.: dermdl check-leaks --root {Path(spec.out) / summary['layouts'][0]} "
+        f"--train {trains} --test {spec.test_name}"
+    )
     return 0

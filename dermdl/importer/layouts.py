@@ -12,7 +12,7 @@ from typing import Any
 
 from dermdl import __version__
 from dermdl.images import open_mask
-from dermdl.importer.spec import ImportSpec, MARKER, Row
+from dermdl.importer.spec import MARKER, ImportSpec, Row
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.layout.report import Report
 from dermdl.layout.schema import LayoutSchema
@@ -57,8 +57,9 @@ def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
 
 
 def _groups_csv(rows: list[Row], path_of, spec: ImportSpec) -> str:
-    return _csv_text(["path", "group", "dataset", "label", "line"],
-                     [[path_of(r), r.group, r.dataset, r.label, r.line] for r in rows])
+    return _csv_text(
+        ["path", "group", "dataset", "label", "line"], [[path_of(r), r.group, r.dataset, r.label, r.line] for r in rows]
+    )
 
 
 def _int_if_whole(value: float) -> int | float:
@@ -73,18 +74,25 @@ def _coco(rows: list[Row], spec: ImportSpec, categories: list[str]) -> dict[str,
         ann: dict[str, Any] | None = None
         if row.box is not None:
             x0, y0, x1, y1 = row.box
-            ann = {"bbox": [_int_if_whole(v) for v in (x0, y0, x1 - x0, y1 - y0)],
-                   "area": _int_if_whole((x1 - x0) * (y1 - y0)), "iscrowd": 0}
+            ann = {
+                "bbox": [_int_if_whole(v) for v in (x0, y0, x1 - x0, y1 - y0)],
+                "area": _int_if_whole((x1 - x0) * (y1 - y0)),
+                "iscrowd": 0,
+            }
             if row.mask_annotation:
                 ann |= {"area": row.mask_annotation["area"], "segmentation": row.mask_annotation["segmentation"]}
         elif row.mask_annotation:
             ann = dict(row.mask_annotation)
         if ann is not None:
             category = spec.single_class or row.label
-            annotations.append({"id": len(annotations) + 1, "image_id": len(images), "category_id": cat_id[category]}
-                               | ann)
-    return {"images": images, "annotations": annotations,
-            "categories": [{"id": cat_id[n], "name": n, "supercategory": "lesion"} for n in categories]}
+            annotations.append(
+                {"id": len(annotations) + 1, "image_id": len(images), "category_id": cat_id[category]} | ann
+            )
+    return {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": cat_id[n], "name": n, "supercategory": "lesion"} for n in categories],
+    }
 
 
 def write(spec: ImportSpec, rows: list[Row], layouts: tuple[str, ...]) -> dict[str, Any]:
@@ -108,24 +116,33 @@ def write(spec: ImportSpec, rows: list[Row], layouts: tuple[str, ...]) -> dict[s
                     categories = [spec.single_class] if spec.single_class else sorted({r.label for r in rows})
                     atomic_write_json(root / layout.annotation_path(name), _coco(members, spec, categories))
             if spec.group:
+
                 def path_of(r: Row, layout: LayoutSchema = layout) -> str:
                     return layout.image_path(r.dataset, r.name, r.label)
 
                 ordered = [r for n in names for r in by_dataset[n]]
                 atomic_write_text(root / "groups.csv", _groups_csv(ordered, path_of, spec))
         ordered = sorted(rows, key=lambda r: r.line)
-        atomic_write_text(tmp / "splits.csv", _csv_text(
-            ["line", "image", "dataset", "label", "group", "name"],
-            [[r.line, r.image, r.dataset, r.label, r.group if spec.group else "", r.name] for r in ordered]))
+        atomic_write_text(
+            tmp / "splits.csv",
+            _csv_text(
+                ["line", "image", "dataset", "label", "group", "name"],
+                [[r.line, r.image, r.dataset, r.label, r.group if spec.group else "", r.name] for r in ordered],
+            ),
+        )
         summary = {
             "dermdl_version": __version__,
             "arguments": spec.arguments(),
             "layouts": list(layouts),
             "rows": len(rows),
-            "datasets": {n: {"images": len(by_dataset[n]),
-                             "groups": len({r.group for r in by_dataset[n]}) if spec.group else None,
-                             "labels": dict(sorted(Counter(r.label for r in by_dataset[n]).items()))}
-                         for n in names},
+            "datasets": {
+                n: {
+                    "images": len(by_dataset[n]),
+                    "groups": len({r.group for r in by_dataset[n]}) if spec.group else None,
+                    "labels": dict(sorted(Counter(r.label for r in by_dataset[n]).items())),
+                }
+                for n in names
+            },
             "labels": dict(sorted(Counter(r.label for r in rows).items())),
             "groups": len({r.group for r in rows}) if spec.group else None,
             "seed": spec.seed,
@@ -139,13 +156,19 @@ def _refuse_unsafe_out(spec: ImportSpec, rows: list[Row], report: Report) -> Non
     out = Path(os.path.realpath(spec.out))
     if spec.out.exists() and not (spec.out / MARKER).is_file():
         if not spec.out.is_dir() or any(spec.out.iterdir()):
-            report.add(spec.out, "output folder exists and was not written by dermdl import (no import.json)",
-                       "choose a new or empty folder for --out (it is replaced as a whole)")
+            report.add(
+                spec.out,
+                "output folder exists and was not written by dermdl import (no import.json)",
+                "choose a new or empty folder for --out (it is replaced as a whole)",
+            )
             return
     sources = [spec.csv] + [r.source for r in rows] + [r.mask for r in rows if r.mask is not None]
     for source in sources:
         real = Path(os.path.realpath(source))
         if real == out or out in real.parents:
-            report.add(spec.out, f"output folder contains the source {source}",
-                       "choose an --out folder outside the folder of the table and images")
+            report.add(
+                spec.out,
+                f"output folder contains the source {source}",
+                "choose an --out folder outside the folder of the table and images",
+            )
             return

@@ -14,8 +14,14 @@ MARKER = "import.json"
 
 PRESETS: dict[str, dict[str, Any]] = {
     # HAM10000 metadata (../shared/data/ham10000/labels.csv): boxes are tight around the mask, x1/y1 exclusive.
-    "ham10000": {"image": "image_file", "label": "dx", "group": "lesion_id", "mask": "mask_file",
-                 "boxes": ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"), "box_format": "xyxy"},
+    "ham10000": {
+        "image": "image_file",
+        "label": "dx",
+        "group": "lesion_id",
+        "mask": "mask_file",
+        "boxes": ("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"),
+        "box_format": "xyxy",
+    },
 }
 
 
@@ -40,14 +46,14 @@ class ImportSpec:
     boxes: tuple[str, str, str, str] | None = None
     box_format: str = "xyxy"
     images_root: Path | None = None
-    layouts: tuple[str, ...] | None = None          # None: every layout the columns allow
+    layouts: tuple[str, ...] | None = None  # None: every layout the columns allow
     test_size: float = 0.2
     weak_size: float = 0.0
     seed: int = 0
     train_name: str = "sl_train"
     test_name: str = "sl_test"
     weak_name: str = "wl_train"
-    single_class: str | None = None                 # detection category for every box (default: the label)
+    single_class: str | None = None  # detection category for every box (default: the label)
     copy: bool = False
     workers: int = 2
     preset: str | None = None
@@ -66,20 +72,35 @@ class ImportSpec:
             self.boxes = tuple(self.boxes)  # type: ignore[assignment]
 
     def shares(self) -> dict[str, float]:
-        return {self.train_name: 1 - self.test_size - self.weak_size, self.test_name: self.test_size,
-                self.weak_name: self.weak_size}
+        return {
+            self.train_name: 1 - self.test_size - self.weak_size,
+            self.test_name: self.test_size,
+            self.weak_name: self.weak_size,
+        }
 
     def arguments(self) -> dict[str, Any]:
         """The arguments as recorded in import.json (paths as given)."""
-        return {"csv": str(self.csv), "out": str(self.out), "preset": self.preset,
-                "columns": {"image": self.image, "label": self.label, "group": self.group, "mask": self.mask,
-                            "boxes": list(self.boxes) if self.boxes else None},
-                "box_format": self.box_format,
-                "images_root": str(self.images_root) if self.images_root else None,
-                "layouts": list(self.layouts) if self.layouts else None, "test_size": self.test_size,
-                "weak_size": self.weak_size, "seed": self.seed,
-                "names": {"sl_train": self.train_name, "sl_test": self.test_name, "wl_train": self.weak_name},
-                "single_class": self.single_class, "copy": self.copy}
+        return {
+            "csv": str(self.csv),
+            "out": str(self.out),
+            "preset": self.preset,
+            "columns": {
+                "image": self.image,
+                "label": self.label,
+                "group": self.group,
+                "mask": self.mask,
+                "boxes": list(self.boxes) if self.boxes else None,
+            },
+            "box_format": self.box_format,
+            "images_root": str(self.images_root) if self.images_root else None,
+            "layouts": list(self.layouts) if self.layouts else None,
+            "test_size": self.test_size,
+            "weak_size": self.weak_size,
+            "seed": self.seed,
+            "names": {"sl_train": self.train_name, "sl_test": self.test_name, "wl_train": self.weak_name},
+            "single_class": self.single_class,
+            "copy": self.copy,
+        }
 
 
 @dataclass
@@ -87,15 +108,15 @@ class Row:
     """One usable CSV row."""
 
     line: int
-    image: str                      # as written in the CSV
+    image: str  # as written in the CSV
     source: Path
     label: str
     group: str
     mask: Path | None = None
-    box: tuple[float, float, float, float] | None = None   # x0, y0, x1, y1 (x1/y1 exclusive)
-    name: str = ""                  # output file name
+    box: tuple[float, float, float, float] | None = None  # x0, y0, x1, y1 (x1/y1 exclusive)
+    name: str = ""  # output file name
     size: tuple[int, int] = (0, 0)
-    mask_annotation: dict[str, Any] | None = None          # COCO bbox/area/segmentation from the mask
+    mask_annotation: dict[str, Any] | None = None  # COCO bbox/area/segmentation from the mask
     dataset: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -121,7 +142,7 @@ def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:
 def _line_of(where: str, spec: ImportSpec) -> int:
     """Line number of a problem location ``<csv>:<line>`` (0 for the table as a whole), for sorting."""
     prefix = f"{spec.csv}:"
-    return int(where[len(prefix):]) if where.startswith(prefix) and where[len(prefix):].isdigit() else 0
+    return int(where[len(prefix) :]) if where.startswith(prefix) and where[len(prefix) :].isdigit() else 0
 
 
 def _resolve(spec: ImportSpec, value: str) -> Path:

@@ -11,11 +11,20 @@ from typing import Any
 from dermdl.grouped_split import group_split
 from dermdl.images import ImageError, is_image_file, open_mask, open_rgb
 from dermdl.importer.spec import (
-    BOX_FORMATS, ImportSpec, Row, _dialect, _line_of, _number, _resolve, _safe_folder_name, _where,
+    BOX_FORMATS,
+    ImportSpec,
+    Row,
+    _dialect,
+    _line_of,
+    _number,
+    _resolve,
+    _safe_folder_name,
+    _where,
 )
 from dermdl.layout.report import Report
 from dermdl.layout.schema import LayoutSchema
 from dermdl.tasks import get_task, task_names
+
 
 def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
     """Parse the CSV; every header and row problem goes to ``report`` (with its line number)."""
@@ -34,13 +43,19 @@ def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
         wanted[f"box {'x0 y0 x1 y1'.split()[k]}"] = name
     for role in ("image", "label"):
         if not wanted[role]:
-            report.add(spec.csv, f"no {role} column given",
-                       f"pass --{role}-column NAME (columns: {', '.join(header)}) or a --preset")
+            report.add(
+                spec.csv,
+                f"no {role} column given",
+                f"pass --{role}-column NAME (columns: {', '.join(header)}) or a --preset",
+            )
     missing = [(role, name) for role, name in wanted.items() if name and name not in header]
     for role, name in missing:
         close = [h for h in header if h.lower() == name.lower()]
-        report.add(_where(spec, 1), f"{role} column '{name}' is not in the header (columns: {', '.join(header)})",
-                   f"use the column name exactly as written{': ' + close[0] if close else ''}")
+        report.add(
+            _where(spec, 1),
+            f"{role} column '{name}' is not in the header (columns: {', '.join(header)})",
+            f"use the column name exactly as written{': ' + close[0] if close else ''}",
+        )
     if not report.ok:
         return []
     col = {h: i for i, h in enumerate(header)}
@@ -53,8 +68,11 @@ def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
         where = _where(spec, line)
         if len(fields) != len(header):
             what = "an unknown extra column" if len(fields) > len(header) else "missing columns"
-            report.add(where, f"row has {len(fields)} fields but the header has {len(header)} ({what})",
-                       "fix the row (a stray or missing separator, or an unquoted separator inside a value)")
+            report.add(
+                where,
+                f"row has {len(fields)} fields but the header has {len(header)} ({what})",
+                "fix the row (a stray or missing separator, or an unquoted separator inside a value)",
+            )
             continue
         value = {role: fields[col[name]].strip() for role, name in wanted.items() if name}
         bad = False
@@ -66,18 +84,27 @@ def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
             source = _resolve(spec, image)
             if not source.is_file():
                 root = spec.images_root or spec.csv.parent
-                report.add(where, f"image file '{image}' does not exist ({source})",
-                           f"check the path (relative paths are read from {root}; see --images-root)")
+                report.add(
+                    where,
+                    f"image file '{image}' does not exist ({source})",
+                    f"check the path (relative paths are read from {root}; see --images-root)",
+                )
                 bad = True
             elif not is_image_file(source):
-                report.add(where, f"'{image}' is not an image file (suffix {source.suffix or '(none)'})",
-                           "point the row at a .jpg/.png/.tif/.bmp/.webp image")
+                report.add(
+                    where,
+                    f"'{image}' is not an image file (suffix {source.suffix or '(none)'})",
+                    "point the row at a .jpg/.png/.tif/.bmp/.webp image",
+                )
                 bad = True
             else:
                 key = Path(os.path.realpath(source))
                 if key in seen:
-                    report.add(where, f"duplicate image '{image}' (also on line {seen[key]})",
-                               "keep one row per image (delete or merge the duplicate row)")
+                    report.add(
+                        where,
+                        f"duplicate image '{image}' (also on line {seen[key]})",
+                        "keep one row per image (delete or merge the duplicate row)",
+                    )
                     bad = True
                 else:
                     seen[key] = line
@@ -86,8 +113,9 @@ def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
             report.add(where, "label is empty", "fill in the label or delete the row")
             bad = True
         elif not _safe_folder_name(label):
-            report.add(where, f"label '{label}' cannot be a folder name",
-                       "rename the label (no '/' or '\\', no leading '.')")
+            report.add(
+                where, f"label '{label}' cannot be a folder name", "rename the label (no '/' or '\\', no leading '.')"
+            )
             bad = True
         group = value.get("group", "")
         if spec.group and not group:
@@ -109,8 +137,11 @@ def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
             if any(texts):
                 numbers = [_number(t) for t in texts]
                 if None in numbers:
-                    report.add(where, f"box values {texts} are not all numbers",
-                               "write four numbers (or none, for an image without lesion)")
+                    report.add(
+                        where,
+                        f"box values {texts} are not all numbers",
+                        "write four numbers (or none, for an image without lesion)",
+                    )
                     bad = True
                 else:
                     a, b, c, d = numbers
@@ -119,8 +150,11 @@ def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
                     elif spec.box_format == "xyxy_inclusive":
                         c, d = c + 1, d + 1
                     if not (c > a and d > b):
-                        report.add(where, f"box {texts} is empty or inverted ({spec.box_format})",
-                                   "the box needs x1 > x0 and y1 > y0 (check --box-format)")
+                        report.add(
+                            where,
+                            f"box {texts} is empty or inverted ({spec.box_format})",
+                            "the box needs x1 > x0 and y1 > y0 (check --box-format)",
+                        )
                         bad = True
                     box = (a, b, c, d)
         if not bad:
@@ -168,15 +202,22 @@ def check_files(spec: ImportSpec, rows: list[Row], report: Report, want_mask_box
             report.add(where, f"mask of '{row.image}' is not usable: {result['mask_error']}", "re-export or remove it")
             continue
         if row.mask is not None and tuple(result["mask_size"]) != row.size:
-            report.add(where, f"mask is {result['mask_size'][0]} x {result['mask_size'][1]} but the image is "
-                       f"{row.size[0]} x {row.size[1]}", "the mask must have the image's size")
+            report.add(
+                where,
+                f"mask is {result['mask_size'][0]} x {result['mask_size'][1]} but the image is "
+                f"{row.size[0]} x {row.size[1]}",
+                "the mask must have the image's size",
+            )
         row.mask_annotation = result.get("annotation")
         if row.box is not None:
             x0, y0, x1, y1 = row.box
             w, h = row.size
             if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
-                report.add(where, f"box {list(row.box)} (x1/y1 exclusive) is outside the {w} x {h} image",
-                           "correct the box (or check --box-format)")
+                report.add(
+                    where,
+                    f"box {list(row.box)} (x1/y1 exclusive) is outside the {w} x {h} image",
+                    "correct the box (or check --box-format)",
+                )
 
 
 def _output_names(rows: list[Row], spec: ImportSpec) -> None:
@@ -192,14 +233,14 @@ def _output_names(rows: list[Row], spec: ImportSpec) -> None:
             except ValueError:
                 rel = row.source.as_posix().lstrip("/")
             row.name = rel.replace("/", "__")
-    stems = Counter(Path(r.name).stem for r in rows)   # masks are named <stem>.png: a.jpg and a.png would clash
+    stems = Counter(Path(r.name).stem for r in rows)  # masks are named <stem>.png: a.jpg and a.png would clash
     for row in rows:
         if stems[Path(row.name).stem] > 1:
             path = Path(row.name)
             row.name = f"{path.stem}_{path.suffix.lstrip('.').lower()}{path.suffix}"
     clashes = Counter(r.name for r in rows)
     for row in rows:
-        if clashes[row.name] > 1:   # only possible with odd names; make it unique by line number
+        if clashes[row.name] > 1:  # only possible with odd names; make it unique by line number
             row.name = f"line{row.line}__{row.name}"
 
 
@@ -217,8 +258,11 @@ def plan(spec: ImportSpec) -> tuple[list[Row], tuple[str, ...], Report]:
     """Read, check and split: (rows with their dataset, layouts to build, report). Writes nothing."""
     report = Report()
     if spec.test_size <= 0 or spec.weak_size < 0 or spec.test_size + spec.weak_size >= 1:
-        report.add(spec.csv, f"shares test={spec.test_size}, weak={spec.weak_size} leave nothing for training",
-                   "use 0 < --test-size, 0 <= --weak-size and --test-size + --weak-size < 1")
+        report.add(
+            spec.csv,
+            f"shares test={spec.test_size}, weak={spec.weak_size} leave nothing for training",
+            "use 0 < --test-size, 0 <= --weak-size and --test-size + --weak-size < 1",
+        )
     names = [spec.train_name, spec.test_name] + ([spec.weak_name] if spec.weak_size > 0 else [])
     if len(set(names)) != len(names) or not all(_safe_folder_name(n) for n in names):
         report.add(spec.csv, f"dataset names {names} must be distinct folder names", "choose other --*-name values")
@@ -231,8 +275,11 @@ def plan(spec: ImportSpec) -> tuple[list[Row], tuple[str, ...], Report]:
         if layout not in known:
             report.add(spec.csv, f"unknown layout {layout!r}", f"use {', '.join(known)}")
         elif layout not in possible:
-            report.add(spec.csv, f"the {layout} layout needs {_needs(get_task(layout).layout, spec)}",
-                       "pass --mask-column / --box-columns, or leave the layout out")
+            report.add(
+                spec.csv,
+                f"the {layout} layout needs {_needs(get_task(layout).layout, spec)}",
+                "pass --mask-column / --box-columns, or leave the layout out",
+            )
     if not report.ok:
         return [], layouts, report
     rows = read_rows(spec, report)
@@ -253,10 +300,12 @@ def plan(spec: ImportSpec) -> tuple[list[Row], tuple[str, ...], Report]:
             lacking = [n for n in names if present[(n, label)] == 0]
             if lacking:
                 n_groups = len({r.group for r in rows if r.label == label})
-                report.add(_where(spec, min(r.line for r in rows if r.label == label)),
-                           f"label '{label}' has {n_groups} group(s), too few to appear in every dataset "
-                           f"(none in {', '.join(lacking)}); the {layout} layout needs every label in "
-                           f"every dataset ({', '.join(used)})",
-                           "add images of this label, merge it with another label, lower the number of datasets "
-                           "(--weak-size 0), or build only --layouts segmentation detection")
+                report.add(
+                    _where(spec, min(r.line for r in rows if r.label == label)),
+                    f"label '{label}' has {n_groups} group(s), too few to appear in every dataset "
+                    f"(none in {', '.join(lacking)}); the {layout} layout needs every label in "
+                    f"every dataset ({', '.join(used)})",
+                    "add images of this label, merge it with another label, lower the number of datasets "
+                    "(--weak-size 0), or build only --layouts segmentation detection",
+                )
     return rows, layouts, report

@@ -20,8 +20,11 @@ def list_entries(folder: Path, report: Report) -> list[Path] | None:
     try:
         children = list(folder.iterdir())
     except OSError as exc:
-        report.add(folder, f"cannot list the folder ({exc.strerror or exc})",
-                   "check that it exists and that you have permission to read it")
+        report.add(
+            folder,
+            f"cannot list the folder ({exc.strerror or exc})",
+            "check that it exists and that you have permission to read it",
+        )
         return None
     return sorted((c for c in children if not is_ignored(c)), key=lambda c: c.name)
 
@@ -31,13 +34,15 @@ def _check_dataset_names(root: Path, datasets: list[str], report: Report) -> lis
     counts = Counter(datasets)
     for name, count in counts.items():
         if count > 1:
-            report.add(root / name, f"dataset '{name}' is listed {count} times",
-                       "list each dataset only once")
+            report.add(root / name, f"dataset '{name}' is listed {count} times", "list each dataset only once")
     usable: list[str] = []
     for name in counts:
         if not name or name in (".", "..") or "/" in name or "\\" in name or os.sep in name:
-            report.add(root / name, f"dataset name {name!r} is not a single folder name",
-                       f"use the name of a folder directly inside {root}")
+            report.add(
+                root / name,
+                f"dataset name {name!r} is not a single folder name",
+                f"use the name of a folder directly inside {root}",
+            )
         else:
             usable.append(name)
     return usable
@@ -50,8 +55,11 @@ def dataset_dirs(root: Path, datasets: list[str], report: Report, how_to_create:
     ``how_to_create`` (with ``{dir}``) tells the user what a dataset folder must contain.
     """
     if not root.exists():
-        report.add(root, "data root folder does not exist",
-                   "check the path (data.root in params.yaml, or the --data option) or create the folder")
+        report.add(
+            root,
+            "data root folder does not exist",
+            "check the path (data.root in params.yaml, or the --data option) or create the folder",
+        )
         return None
     if not root.is_dir():
         report.add(root, "data root is a file, not a folder", "pass the folder that holds the datasets")
@@ -61,8 +69,11 @@ def dataset_dirs(root: Path, datasets: list[str], report: Report, how_to_create:
         ds_dir = root / name
         if not ds_dir.is_dir():
             what = "is a file, not a folder" if ds_dir.exists() else "does not exist"
-            report.add(ds_dir, f"dataset folder '{name}' {what}",
-                       f"{how_to_create.format(dir=ds_dir)}, or remove '{name}' from the dataset list")
+            report.add(
+                ds_dir,
+                f"dataset folder '{name}' {what}",
+                f"{how_to_create.format(dir=ds_dir)}, or remove '{name}' from the dataset list",
+            )
             continue
         found.append((name, ds_dir))
     return found

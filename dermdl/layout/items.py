@@ -23,5 +23,4 @@ class Item:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (path as string) for manifests and reports."""
-        return {"path": str(self.path), "target": self.target, "dataset": self.dataset,
-                "group": self.group}
+        return {"path": str(self.path), "target": self.target, "dataset": self.dataset, "group": self.group}

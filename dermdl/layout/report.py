@@ -41,8 +41,7 @@ class Report:
 
     problems: list[Problem] = field(default_factory=list)
 
-    def add(self, path: str | os.PathLike, problem: str, fix: str,
-            severity: Severity = "error") -> Problem:
+    def add(self, path: str | os.PathLike, problem: str, fix: str, severity: Severity = "error") -> Problem:
         """Record a problem and return it."""
         item = Problem(os.fspath(path), problem, fix, severity)
         self.problems.append(item)

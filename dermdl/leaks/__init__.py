@@ -49,13 +49,42 @@ about 20 s on 2 free cores.
 from __future__ import annotations
 
 from dermdl.leaks.check import (
-    Leak, LeakCheck, check_layout, check_params, default_workers, find_leaks, print_check, run_cli,
+    Leak,
+    LeakCheck,
+    check_layout,
+    check_params,
+    default_workers,
+    find_leaks,
+    print_check,
+    run_cli,
 )
-from dermdl.leaks.groups import Groups, VARIANT_NAMES, dataset_images, detect_task, image_folder
+from dermdl.leaks.groups import VARIANT_NAMES, Groups, dataset_images, detect_task, image_folder
 from dermdl.leaks.hashes import Fingerprint, fingerprint, fingerprints
 from dermdl.leaks.tuning import (
-    BANDPASS, CANDIDATES_PER_TEST, CANDIDATES_PER_TRAIN, CANDIDATES_PHASH, COARSE, COARSE_TEMPLATE, COLOUR_BLUR,
-    COLOUR_SIDE, DARK, HALF_MIN, KINDS, MARGIN, MAX_COLOUR_SHIFT, MIN_OVERLAP, MIN_STRUCTURE, MIN_VARIANTS,
-    NEAR_COLOUR, NEAR_NCC, NEAR_NCC_SAME_COLOUR, SAME_COLOUR, SCALES, SIDE, TEST_ROLES, TRAIN_ROLES, VARIANT_SLACK,
+    BANDPASS,
+    CANDIDATES_PER_TEST,
+    CANDIDATES_PER_TRAIN,
+    CANDIDATES_PHASH,
+    COARSE,
+    COARSE_TEMPLATE,
+    COLOUR_BLUR,
+    COLOUR_SIDE,
+    DARK,
+    HALF_MIN,
+    KINDS,
+    MARGIN,
+    MAX_COLOUR_SHIFT,
+    MIN_OVERLAP,
+    MIN_STRUCTURE,
+    MIN_VARIANTS,
+    NEAR_COLOUR,
+    NEAR_NCC,
+    NEAR_NCC_SAME_COLOUR,
+    SAME_COLOUR,
+    SCALES,
+    SIDE,
+    TEST_ROLES,
+    TRAIN_ROLES,
+    VARIANT_SLACK,
 )
 from dermdl.leaks.verify import Match, candidate_pairs, compare, near_duplicates

@@ -11,7 +11,7 @@ from typing import Any
 
 from dermdl.images import ImageError
 from dermdl.layout.report import Report
-from dermdl.leaks.groups import Groups, VARIANT_NAMES, dataset_images, detect_task, image_folder
+from dermdl.leaks.groups import VARIANT_NAMES, Groups, dataset_images, detect_task, image_folder
 from dermdl.leaks.hashes import fingerprints
 from dermdl.leaks.tuning import KINDS, NEAR_COLOUR, NEAR_NCC, NEAR_NCC_SAME_COLOUR, SAME_COLOUR
 from dermdl.leaks.verify import near_duplicates
@@ -23,12 +23,12 @@ from dermdl.leaks.verify import near_duplicates
 class Leak:
     """One training/test pair that is not independent."""
 
-    kind: str                 # exact | near | group
-    train: str                # path of the training image
-    test: str                 # path of the test image
+    kind: str  # exact | near | group
+    train: str  # path of the training image
+    test: str  # path of the test image
     train_dataset: str
     test_dataset: str
-    distance: float | None    # exact 0.0; near 1 - structural correlation; group None
+    distance: float | None  # exact 0.0; near 1 - structural correlation; group None
     group: str | None = None  # the shared group id, when both images have the same group
     detail: dict[str, Any] | None = None  # near: ncc, colour difference, flip/rotation, scale
 
@@ -37,14 +37,18 @@ class Leak:
             text = "identical files (same SHA-256)"
         elif self.kind == "near":
             d = self.detail or {}
-            text = (f"near duplicate, distance {self.distance:.3f} (structure correlation {d.get('ncc')}, "
-                    f"colour difference {d.get('colour')}/255, test image {d.get('transform')}, scale {d.get('scale')})")
+            text = (
+                f"near duplicate, distance {self.distance:.3f} (structure correlation {d.get('ncc')}, "
+                f"colour difference {d.get('colour')}/255, test image {d.get('transform')}, scale {d.get('scale')})"
+            )
         else:
             text = f"same group '{self.group}'"
         return text + (f", also same group '{self.group}'" if self.group and self.kind != "group" else "")
 
     def line(self) -> str:
-        return f"LEAK {self.kind} {self.train_dataset} -> {self.test_dataset}: {self.train} ~ {self.test}: {self.what()}"
+        return (
+            f"LEAK {self.kind} {self.train_dataset} -> {self.test_dataset}: {self.train} ~ {self.test}: {self.what()}"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,8 +59,8 @@ class LeakCheck:
     """Every leak found, the problems to report (per exact/near pair, per shared group) and counts."""
 
     leaks: list[Leak] = field(default_factory=list)
-    report: Report = field(default_factory=Report)      # every problem: leaks, and the notes below
-    notes: Report = field(default_factory=Report)       # problems that are not leaks (unreadable image ...)
+    report: Report = field(default_factory=Report)  # every problem: leaks, and the notes below
+    notes: Report = field(default_factory=Report)  # problems that are not leaks (unreadable image ...)
     summary: dict[str, Any] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -70,9 +74,15 @@ class LeakCheck:
 _ALLOW = "or, if you accept it, set data.allow_leaks: true (or pass --allow-leaks)"
 
 
-def find_leaks(train: Sequence[tuple[str, Path]], test: Sequence[tuple[str, Path]], root: str | os.PathLike = ".",
-               groups: Groups | None = None, workers: int = 2, allow: bool = False,
-               report_unreadable: bool = True) -> LeakCheck:
+def find_leaks(
+    train: Sequence[tuple[str, Path]],
+    test: Sequence[tuple[str, Path]],
+    root: str | os.PathLike = ".",
+    groups: Groups | None = None,
+    workers: int = 2,
+    allow: bool = False,
+    report_unreadable: bool = True,
+) -> LeakCheck:
     """Compare every training image with every test image: exact, near duplicates and shared groups.
 
     ``train``/``test`` are (dataset, path) pairs. Leaks are errors in the returned report unless ``allow``
@@ -90,8 +100,9 @@ def find_leaks(train: Sequence[tuple[str, Path]], test: Sequence[tuple[str, Path
     for k, (item, fp) in enumerate(zip(list(train) + list(test), prints)):
         if isinstance(fp, ImageError):
             if report_unreadable:
-                check.notes.add_problem(check.report.add(fp.path, f"not checked for leaks: {fp.problem}", fp.fix,
-                                                         "warning"))
+                check.notes.add_problem(
+                    check.report.add(fp.path, f"not checked for leaks: {fp.problem}", fp.fix, "warning")
+                )
             continue
         (usable_tr if k < len(train) else usable_te).append((item, fp))
 
@@ -115,14 +126,30 @@ def find_leaks(train: Sequence[tuple[str, Path]], test: Sequence[tuple[str, Path
         (ds_tr, p_tr), _ = usable_tr[i]
         (ds_te, p_te), _ = usable_te[j]
         g = gid(p_tr)
-        detail = {"ncc": match.ncc, "colour": match.colour, "transform": VARIANT_NAMES[match.variant],
-                  "scale": match.scale}
-        found[(i, j)] = Leak("near", str(p_tr), str(p_te), ds_tr, ds_te, round(1 - match.ncc, 4),
-                             g if g and g == gid(p_te) else None, detail)
-    for (i, j), leak in sorted(found.items()):
+        detail = {
+            "ncc": match.ncc,
+            "colour": match.colour,
+            "transform": VARIANT_NAMES[match.variant],
+            "scale": match.scale,
+        }
+        found[(i, j)] = Leak(
+            "near",
+            str(p_tr),
+            str(p_te),
+            ds_tr,
+            ds_te,
+            round(1 - match.ncc, 4),
+            g if g and g == gid(p_te) else None,
+            detail,
+        )
+    for _pair, leak in sorted(found.items()):
         check.leaks.append(leak)
-        check.report.add(leak.test, f"{leak.kind} duplicate of training image {leak.train}: {leak.what()}",
-                         f"remove one of the two images or move them into the same dataset, {_ALLOW}", severity)
+        check.report.add(
+            leak.test,
+            f"{leak.kind} duplicate of training image {leak.train}: {leak.what()}",
+            f"remove one of the two images or move them into the same dataset, {_ALLOW}",
+            severity,
+        )
     # shared groups
     shared = 0
     if groups is not None:
@@ -149,7 +176,8 @@ def find_leaks(train: Sequence[tuple[str, Path]], test: Sequence[tuple[str, Path
                 f"{', '.join(tr_sets)}, e.g. {members_tr[g][0][1]}) and in test data ({len(members_te[g])} image(s) "
                 f"in {', '.join(te_sets)})",
                 f"split by group so that each lesion/patient is in one dataset only (dermdl import does), {_ALLOW}",
-                severity)
+                severity,
+            )
     counts = {kind: sum(1 for leak in check.leaks if leak.kind == kind) for kind in KINDS}
     check.summary = {
         "root": str(root),
@@ -161,15 +189,26 @@ def find_leaks(train: Sequence[tuple[str, Path]], test: Sequence[tuple[str, Path
         "counts": counts,
         "allowed": allow,
         "seconds": round(time.perf_counter() - started, 2),
-        "thresholds": {"near_ncc": NEAR_NCC, "near_colour": NEAR_COLOUR, "same_colour": SAME_COLOUR,
-                       "near_ncc_same_colour": NEAR_NCC_SAME_COLOUR},
+        "thresholds": {
+            "near_ncc": NEAR_NCC,
+            "near_colour": NEAR_COLOUR,
+            "same_colour": SAME_COLOUR,
+            "near_ncc_same_colour": NEAR_NCC_SAME_COLOUR,
+        },
     }
     return check
 
 
-def check_layout(root: str | os.PathLike, task: str | None, train_sets: Sequence[str], test_sets: Sequence[str],
-                 groups: str | os.PathLike | None = None, workers: int = 2, allow: bool = False,
-                 report_missing: bool = True) -> LeakCheck:
+def check_layout(
+    root: str | os.PathLike,
+    task: str | None,
+    train_sets: Sequence[str],
+    test_sets: Sequence[str],
+    groups: str | os.PathLike | None = None,
+    workers: int = 2,
+    allow: bool = False,
+    report_missing: bool = True,
+) -> LeakCheck:
     """Leak check of a layout root: images of the named training vs test datasets.
 
     ``task`` None guesses the layout; ``groups`` None uses ``<root>/groups.csv`` when it exists.
@@ -178,8 +217,11 @@ def check_layout(root: str | os.PathLike, task: str | None, train_sets: Sequence
     task = task or detect_task(root, [*train_sets, *test_sets])
     problems = Report()
     for name in sorted(set(train_sets) & set(test_sets)):
-        problems.add(root / name, f"dataset '{name}' is named as training AND test data",
-                     "a test set must never be trained on: remove it from one of the two lists")
+        problems.add(
+            root / name,
+            f"dataset '{name}' is named as training AND test data",
+            "a test set must never be trained on: remove it from one of the two lists",
+        )
     test_sets = [name for name in test_sets if name not in set(train_sets)]
     sides: list[list[tuple[str, Path]]] = [[], []]
     for side, names in enumerate((train_sets, test_sets)):
@@ -188,8 +230,11 @@ def check_layout(root: str | os.PathLike, task: str | None, train_sets: Sequence
             if images is None:
                 if report_missing:
                     folder = image_folder(root, task, name).as_posix()
-                    problems.add(folder, f"dataset '{name}' has no image folder (layout: {task})",
-                                 "check the data root and the dataset names")
+                    problems.add(
+                        folder,
+                        f"dataset '{name}' has no image folder (layout: {task})",
+                        "check the data root and the dataset names",
+                    )
                 continue
             sides[side] += [(name, p) for p in images]
     group_file = Path(groups) if groups else (root / "groups.csv")
@@ -204,9 +249,16 @@ def check_layout(root: str | os.PathLike, task: str | None, train_sets: Sequence
 def check_params(params: Any, report_missing: bool = False, workers: int | None = None) -> LeakCheck:
     """The leak check ``validate-layout`` runs: training = wl_train + sl_train, test = sl_tests."""
     data = params.data
-    return check_layout(data.root, params.task, [*data.wl_train, *data.sl_train], list(data.sl_tests),
-                        groups=data.groups, workers=workers or default_workers(), allow=data.allow_leaks,
-                        report_missing=report_missing)
+    return check_layout(
+        data.root,
+        params.task,
+        [*data.wl_train, *data.sl_train],
+        list(data.sl_tests),
+        groups=data.groups,
+        workers=workers or default_workers(),
+        allow=data.allow_leaks,
+        report_missing=report_missing,
+    )
 
 
 def default_workers() -> int:
@@ -217,10 +269,12 @@ def print_check(check: LeakCheck, stream=sys.stderr) -> None:
     for line in check.lines():
         print(line, file=stream)
     c = check.summary.get("counts", {})
-    print(f"check-leaks: {check.summary.get('train_images', 0)} training vs {check.summary.get('test_images', 0)} test "
-          f"images: {c.get('exact', 0)} exact, {c.get('near', 0)} near-duplicate, {c.get('group', 0)} same-group "
-          f"pair(s) ({check.summary.get('shared_groups', 0)} shared group(s)) in {check.summary.get('seconds', 0)} s"
-          + (" (allowed)" if check.summary.get("allowed") and check.leaks else ""))
+    print(
+        f"check-leaks: {check.summary.get('train_images', 0)} training vs {check.summary.get('test_images', 0)} test "
+        f"images: {c.get('exact', 0)} exact, {c.get('near', 0)} near-duplicate, {c.get('group', 0)} same-group "
+        f"pair(s) ({check.summary.get('shared_groups', 0)} shared group(s)) in {check.summary.get('seconds', 0)} s"
+        + (" (allowed)" if check.summary.get("allowed") and check.leaks else "")
+    )
 
 
 def run_cli(args: Any, params: Any, overrides: dict[str, Any]) -> int:

@@ -12,9 +12,16 @@ from dermdl.layout.report import Report
 
 # --- images of a layout, groups ------------------------------------------------------------------------
 
-VARIANT_NAMES = ("as is", "mirrored left-right", "rotated 90 degrees", "rotated 90 degrees and mirrored",
-                 "rotated 180 degrees", "flipped upside down", "rotated 270 degrees",
-                 "rotated 270 degrees and mirrored")
+VARIANT_NAMES = (
+    "as is",
+    "mirrored left-right",
+    "rotated 90 degrees",
+    "rotated 90 degrees and mirrored",
+    "rotated 180 degrees",
+    "flipped upside down",
+    "rotated 270 degrees",
+    "rotated 270 degrees and mirrored",
+)
 
 
 def detect_task(root: str | os.PathLike, datasets: Sequence[str]) -> str:
@@ -75,9 +82,12 @@ class Groups:
         """Read a groups CSV; problems (missing file or columns, empty ids) go to ``report``."""
         path = Path(path)
         if not path.is_file():
-            report.add(path, "groups file does not exist",
-                       "give the CSV that maps images to lesion/patient ids (columns path, group), or remove "
-                       "data.groups / --groups")
+            report.add(
+                path,
+                "groups file does not exist",
+                "give the CSV that maps images to lesion/patient ids (columns path, group), or remove "
+                "data.groups / --groups",
+            )
             return None
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -85,8 +95,11 @@ class Groups:
             key = fields.get("path") or fields.get("image")
             group = fields.get("group")
             if key is None or group is None:
-                report.add(path, f"groups file has columns {sorted(fields)}, needs 'path' (or 'image') and 'group'",
-                           "add a header line 'path,group' (path relative to the data root)")
+                report.add(
+                    path,
+                    f"groups file has columns {sorted(fields)}, needs 'path' (or 'image') and 'group'",
+                    "add a header line 'path,group' (path relative to the data root)",
+                )
                 return None
             mapping: dict[str, str] = {}
             for line, row in enumerate(reader, start=2):

@@ -60,7 +60,7 @@ _R = 64
 _YY, _XX = np.mgrid[0:_R, 0:_R]
 _RADIUS = np.hypot(_YY - (_R - 1) / 2, _XX - (_R - 1) / 2) / (_R / 2)
 _DISC = _RADIUS < 0.7
-_RING_INDEX = np.minimum((_RADIUS / 0.1).astype(int), 10).ravel()   # 10 rings of width 0.1, 10 = outside
+_RING_INDEX = np.minimum((_RADIUS / 0.1).astype(int), 10).ravel()  # 10 rings of width 0.1, 10 = outside
 
 
 @dataclass
@@ -68,13 +68,13 @@ class Fingerprint:
     """What the leak check keeps of one image (about 8 KB)."""
 
     sha256: str
-    gray: np.ndarray      # uint8 thumbnail, ~SIDE x SIDE, aspect kept
-    colour: np.ndarray    # uint8 RGB thumbnail, ~COLOUR_SIDE x COLOUR_SIDE, aspect kept
-    small: np.ndarray     # float32 COARSE x COARSE squished grayscale
-    stats: np.ndarray     # float32 (25,): Lab mean/std/quantiles of the central disc + radial profile
-    coarse: np.ndarray    # float32 (8, 64): z-scored 8x8 brightness maps of the centre, 8 variants
-    phash: np.ndarray     # uint64 (8,): pHash of the 8 variants
-    structure: float      # band-pass standard deviation of the central part (0 = flat image)
+    gray: np.ndarray  # uint8 thumbnail, ~SIDE x SIDE, aspect kept
+    colour: np.ndarray  # uint8 RGB thumbnail, ~COLOUR_SIDE x COLOUR_SIDE, aspect kept
+    small: np.ndarray  # float32 COARSE x COARSE squished grayscale
+    stats: np.ndarray  # float32 (25,): Lab mean/std/quantiles of the central disc + radial profile
+    coarse: np.ndarray  # float32 (8, 64): z-scored 8x8 brightness maps of the centre, 8 variants
+    phash: np.ndarray  # uint64 (8,): pHash of the 8 variants
+    structure: float  # band-pass standard deviation of the central part (0 = flat image)
 
 
 def fingerprint(path: str | os.PathLike) -> Fingerprint:
@@ -85,16 +85,19 @@ def fingerprint(path: str | os.PathLike) -> Fingerprint:
     colour = _area_resize(rgb, COLOUR_SIDE)
     gray = _area_resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), SIDE).astype(np.float32)
     square = cv2.resize(rgb, (_R, _R), interpolation=cv2.INTER_AREA)
-    lab = cv2.cvtColor(square, cv2.COLOR_RGB2LAB).astype(np.float32)   # 8-bit Lab: L, a, b in 0..255
+    lab = cv2.cvtColor(square, cv2.COLOR_RGB2LAB).astype(np.float32)  # 8-bit Lab: L, a, b in 0..255
     disc = lab[_DISC]
     lum = lab[..., 0]
     rings = np.bincount(_RING_INDEX, weights=lum.ravel(), minlength=11)[:10] / np.maximum(
-        np.bincount(_RING_INDEX, minlength=11)[:10], 1)
+        np.bincount(_RING_INDEX, minlength=11)[:10], 1
+    )
     stats = np.concatenate([disc.mean(0), disc.std(0), np.percentile(disc, [10, 50, 90], axis=0).ravel(), rings])
     m = round(_R * 0.15)
-    coarse = cv2.resize(cv2.GaussianBlur(lum[m:_R - m, m:_R - m], (0, 0), 2.0), (8, 8), interpolation=cv2.INTER_AREA)
+    coarse = cv2.resize(
+        cv2.GaussianBlur(lum[m : _R - m, m : _R - m], (0, 0), 2.0), (8, 8), interpolation=cv2.INTER_AREA
+    )
     h, w = gray.shape
-    centre = _bandpass(gray)[round(h * MARGIN):h - round(h * MARGIN), round(w * MARGIN):w - round(w * MARGIN)]
+    centre = _bandpass(gray)[round(h * MARGIN) : h - round(h * MARGIN), round(w * MARGIN) : w - round(w * MARGIN)]
     return Fingerprint(
         sha256=digest,
         gray=np.clip(np.rint(gray), 0, 255).astype(np.uint8),
@@ -113,16 +116,20 @@ def _fingerprint_or_error(path: Path) -> Fingerprint | ImageError:
     except ImageError as exc:
         return exc
     except OSError as exc:
-        return ImageError(path, f"cannot read the file ({exc.strerror or exc})",
-                          "check that it exists and that you have permission to read it")
+        return ImageError(
+            path,
+            f"cannot read the file ({exc.strerror or exc})",
+            "check that it exists and that you have permission to read it",
+        )
 
 
 def _pool(workers: int, initializer=None, initargs=()) -> Executor:
     """Worker processes (forked: they inherit the fingerprints without copying) or, where fork is
     unavailable, threads (OpenCV and image decoding release the GIL)."""
     if "fork" in mp.get_all_start_methods():
-        return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork"),
-                                   initializer=initializer, initargs=initargs)
+        return ProcessPoolExecutor(
+            max_workers=workers, mp_context=mp.get_context("fork"), initializer=initializer, initargs=initargs
+        )
     if initializer is not None:
         initializer(*initargs)
     return ThreadPoolExecutor(max_workers=workers)

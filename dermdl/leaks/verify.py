@@ -13,9 +13,26 @@ import numpy as np
 
 from dermdl.leaks.hashes import Fingerprint, _bandpass, _dihedral, _pool, _zscore_rows
 from dermdl.leaks.tuning import (
-    BANDPASS, CANDIDATES_PER_TEST, CANDIDATES_PER_TRAIN, CANDIDATES_PHASH, COARSE, COARSE_TEMPLATE, COLOUR_BLUR,
-    DARK, HALF_MIN, MARGIN, MAX_COLOUR_SHIFT, MIN_OVERLAP, MIN_STRUCTURE, MIN_VARIANTS, NEAR_COLOUR, NEAR_NCC,
-    NEAR_NCC_SAME_COLOUR, SAME_COLOUR, SCALES, VARIANT_SLACK,
+    BANDPASS,
+    CANDIDATES_PER_TEST,
+    CANDIDATES_PER_TRAIN,
+    CANDIDATES_PHASH,
+    COARSE,
+    COARSE_TEMPLATE,
+    COLOUR_BLUR,
+    DARK,
+    HALF_MIN,
+    MARGIN,
+    MAX_COLOUR_SHIFT,
+    MIN_OVERLAP,
+    MIN_STRUCTURE,
+    MIN_VARIANTS,
+    NEAR_COLOUR,
+    NEAR_NCC,
+    NEAR_NCC_SAME_COLOUR,
+    SAME_COLOUR,
+    SCALES,
+    VARIANT_SLACK,
 )
 
 # --- alignment and verification of one pair -------------------------------------------------------------
@@ -36,8 +53,13 @@ def _coarse_templates(small: np.ndarray) -> np.ndarray:
     for variant in _dihedral(small):
         for s in SCALES:
             o = (COARSE * s - COARSE_TEMPLATE) / 2
-            t = cv2.warpAffine(variant, np.float32([[s, 0, -o], [0, s, -o]]), (COARSE_TEMPLATE, COARSE_TEMPLATE),
-                               flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            t = cv2.warpAffine(
+                variant,
+                np.float32([[s, 0, -o], [0, s, -o]]),
+                (COARSE_TEMPLATE, COARSE_TEMPLATE),
+                flags=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REFLECT,
+            )
             rows.append(t.ravel())
     return _zscore_rows(np.stack(rows))
 
@@ -53,30 +75,37 @@ class _Test:
     """A test image prepared for alignment (built once, used for all its candidate pairs)."""
 
     fp: Fingerprint
-    raw: list[np.ndarray]        # the 8 variants of the grayscale thumbnail (float32)
-    bandpass: list[np.ndarray]   # ... band-passed
-    colour: list[np.ndarray]     # ... of the colour thumbnail (float32)
-    coarse: np.ndarray           # coarse templates, see _coarse_templates
-    half: list[np.ndarray]       # the 8 variants of the band-passed half-size thumbnail (scale search)
+    raw: list[np.ndarray]  # the 8 variants of the grayscale thumbnail (float32)
+    bandpass: list[np.ndarray]  # ... band-passed
+    colour: list[np.ndarray]  # ... of the colour thumbnail (float32)
+    coarse: np.ndarray  # coarse templates, see _coarse_templates
+    half: list[np.ndarray]  # the 8 variants of the band-passed half-size thumbnail (scale search)
 
 
 def _half(gray: np.ndarray) -> np.ndarray:
     """Band-passed half-size thumbnail (same band as _bandpass, in half-size pixels)."""
-    small = cv2.resize(gray.astype(np.float32), (max(4, gray.shape[1] // 2), max(4, gray.shape[0] // 2)),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        gray.astype(np.float32), (max(4, gray.shape[1] // 2), max(4, gray.shape[0] // 2)), interpolation=cv2.INTER_AREA
+    )
     return cv2.GaussianBlur(small, (0, 0), BANDPASS[0] / 2) - cv2.GaussianBlur(small, (0, 0), BANDPASS[1] / 2)
 
 
 def _prepare_test(fp: Fingerprint) -> _Test:
     raw = _dihedral(fp.gray.astype(np.float32))
-    return _Test(fp, raw, [_bandpass(g) for g in raw], _dihedral(fp.colour.astype(np.float32)),
-                 _coarse_templates(fp.small), _dihedral(_half(fp.gray)))
+    return _Test(
+        fp,
+        raw,
+        [_bandpass(g) for g in raw],
+        _dihedral(fp.colour.astype(np.float32)),
+        _coarse_templates(fp.small),
+        _dihedral(_half(fp.gray)),
+    )
 
 
 def _coarse_search(trains: Sequence[Fingerprint], test: _Test) -> np.ndarray:
     """Best coarse correlation per (training image, variant, scale): shape (len(trains), 8, len(SCALES))."""
-    windows = np.stack([_coarse_windows(t.small) for t in trains])          # (n, shifts, d)
-    scores = (windows @ test.coarse.T).max(axis=1)                          # (n, 8 * scales)
+    windows = np.stack([_coarse_windows(t.small) for t in trains])  # (n, shifts, d)
+    scores = (windows @ test.coarse.T).max(axis=1)  # (n, 8 * scales)
     return scores.reshape(len(trains), 8, len(SCALES))
 
 
@@ -107,16 +136,17 @@ def _masked_ncc(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
 class Match:
     """How well a test image, aligned, reproduces a training image."""
 
-    ncc: float          # correlation of the fine structure at the best alignment (1 = identical)
-    colour: float       # mean absolute colour difference there (0-255)
-    variant: int        # flip/rotation of the test image (0 = as is, 1 = mirrored, 2 = rotated 90 ...)
-    scale: float        # test-image scale relative to the training image
+    ncc: float  # correlation of the fine structure at the best alignment (1 = identical)
+    colour: float  # mean absolute colour difference there (0-255)
+    variant: int  # flip/rotation of the test image (0 = as is, 1 = mirrored, 2 = rotated 90 ...)
+    scale: float  # test-image scale relative to the training image
 
     @property
     def duplicate(self) -> bool:
         """Structure AND colours agree; a nearly exact colour match needs less structure (plain images)."""
-        return ((self.ncc >= NEAR_NCC and self.colour <= NEAR_COLOUR)
-                or (self.ncc >= NEAR_NCC_SAME_COLOUR and self.colour <= SAME_COLOUR))
+        return (self.ncc >= NEAR_NCC and self.colour <= NEAR_COLOUR) or (
+            self.ncc >= NEAR_NCC_SAME_COLOUR and self.colour <= SAME_COLOUR
+        )
 
 
 def _fine_score(target: np.ndarray, image: np.ndarray, scale: float) -> tuple[float, np.ndarray, tuple[float, float]]:
@@ -139,8 +169,9 @@ def _verify(train: Fingerprint, test: _Test, coarse: np.ndarray) -> Match | None
     tried = [v for k, v in enumerate(ranked) if k < MIN_VARIANTS or top[v] >= top[ranked[0]] - VARIANT_SLACK]
     # scale search on the half-size thumbnails (4x cheaper); hopeless pairs stop here
     half = _half(train.gray)
-    scores = sorted(((_fine_score(half, test.half[v], s)[0], -k, v, s) for v in tried for k, s in enumerate(SCALES)),
-                    reverse=True)
+    scores = sorted(
+        ((_fine_score(half, test.half[v], s)[0], -k, v, s) for v in tried for k, s in enumerate(SCALES)), reverse=True
+    )
     if scores[0][0] < HALF_MIN:
         return None
     # full-size check of the best half-size hypothesis, its neighbouring scales and the best other variant
@@ -165,7 +196,7 @@ def _verify(train: Fingerprint, test: _Test, coarse: np.ndarray) -> Match | None
                 peak, scale, templ, (ox, oy) = value, s, t, offset
         step /= 2
     _, x, y = _peak(cv2.matchTemplate(target, templ, cv2.TM_CCOEFF_NORMED))
-    tx, ty = x - ox, y - oy   # test-variant pixel p -> training pixel scale * p + (tx, ty)
+    tx, ty = x - ox, y - oy  # test-variant pixel p -> training pixel scale * p + (tx, ty)
     matrix = np.float32([[scale, 0, tx], [0, scale, ty]])
     # usable area: inside the template's footprint, away from dark vignette/background in either image
     footprint = np.zeros((th_, tw_), np.uint8)
@@ -175,7 +206,7 @@ def _verify(train: Fingerprint, test: _Test, coarse: np.ndarray) -> Match | None
         return None
     footprint[y0:y1, x0:x1] = 1
     warped_raw = cv2.warpAffine(test.raw[v], matrix, (tw_, th_), flags=cv2.INTER_LINEAR)
-    dark = ((cv2.GaussianBlur(train.gray, (0, 0), 1.0) < DARK) | (cv2.GaussianBlur(warped_raw, (0, 0), 1.0) < DARK))
+    dark = (cv2.GaussianBlur(train.gray, (0, 0), 1.0) < DARK) | (cv2.GaussianBlur(warped_raw, (0, 0), 1.0) < DARK)
     dark = cv2.dilate(dark.astype(np.uint8), np.ones((9, 9), np.uint8))
     usable = (footprint > 0) & (dark == 0)
     if usable.sum() < MIN_OVERLAP * footprint.sum():
@@ -187,14 +218,20 @@ def _verify(train: Fingerprint, test: _Test, coarse: np.ndarray) -> Match | None
     fx, fy = cw / tw_, ch / th_
     colour_v = test.colour[v]
     rx, ry = colour_v.shape[1] / test.raw[v].shape[1], colour_v.shape[0] / test.raw[v].shape[0]
-    m = np.float32([[scale * fx / rx, 0, fx * (scale * (0.5 / rx - 0.5) + tx + 0.5) - 0.5],
-                    [0, scale * fy / ry, fy * (scale * (0.5 / ry - 0.5) + ty + 0.5) - 0.5]])
+    m = np.float32(
+        [
+            [scale * fx / rx, 0, fx * (scale * (0.5 / rx - 0.5) + tx + 0.5) - 0.5],
+            [0, scale * fy / ry, fy * (scale * (0.5 / ry - 0.5) + ty + 0.5) - 0.5],
+        ]
+    )
     warped_c = cv2.warpAffine(colour_v, m, (cw, ch), flags=cv2.INTER_LINEAR)
     usable_c = cv2.resize(usable.astype(np.float32), (cw, ch), interpolation=cv2.INTER_AREA) > 0.99
     if usable_c.sum() < 16:
         return None
-    diff = np.abs(cv2.GaussianBlur(warped_c, (0, 0), COLOUR_BLUR)
-                  - cv2.GaussianBlur(train.colour.astype(np.float32), (0, 0), COLOUR_BLUR))[usable_c]
+    diff = np.abs(
+        cv2.GaussianBlur(warped_c, (0, 0), COLOUR_BLUR)
+        - cv2.GaussianBlur(train.colour.astype(np.float32), (0, 0), COLOUR_BLUR)
+    )[usable_c]
     return Match(ncc=round(ncc, 4), colour=round(float(diff.mean()), 2), variant=v, scale=round(scale, 4))
 
 
@@ -216,7 +253,9 @@ def _smallest(matrix: np.ndarray, k: int) -> np.ndarray:
     return np.argpartition(matrix, k - 1, axis=1)[:, :k]
 
 
-def candidate_pairs(train: Sequence[Fingerprint], test: Sequence[Fingerprint], chunk: int = 512) -> set[tuple[int, int]]:
+def candidate_pairs(
+    train: Sequence[Fingerprint], test: Sequence[Fingerprint], chunk: int = 512
+) -> set[tuple[int, int]]:
     """(train index, test index) pairs worth aligning: nearest neighbours under the global fingerprints."""
     if not train or not test:
         return set()
@@ -225,35 +264,40 @@ def candidate_pairs(train: Sequence[Fingerprint], test: Sequence[Fingerprint], c
     spread = np.concatenate([stats_tr, stats_te]).std(0) + 1e-3
     col_tr, col_te = stats_tr[:, :15] / spread[:15], stats_te[:, :15] / spread[:15]
     ring_tr, ring_te = stats_tr[:, 15:] / spread[15:], stats_te[:, 15:] / spread[15:]
-    coarse_tr = np.stack([f.coarse[0] for f in train])                    # (n_tr, 64)
-    coarse_te = np.stack([f.coarse for f in test])                        # (n_te, 8, 64)
+    coarse_tr = np.stack([f.coarse[0] for f in train])  # (n_tr, 64)
+    coarse_te = np.stack([f.coarse for f in test])  # (n_te, 8, 64)
     hash_tr = np.array([f.phash[0] for f in train], np.uint64)
-    hash_te = np.stack([f.phash for f in test])                            # (n_te, 8)
+    hash_te = np.stack([f.phash for f in test])  # (n_te, 8)
     pairs: set[tuple[int, int]] = set()
-    per_train: list[tuple[np.ndarray, np.ndarray]] = []                   # (scores, test indices) per chunk
+    per_train: list[tuple[np.ndarray, np.ndarray]] = []  # (scores, test indices) per chunk
 
-    def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:                 # euclidean, (len(b), len(a))
+    def dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:  # euclidean, (len(b), len(a))
         d2 = (b * b).sum(1)[:, None] + (a * a).sum(1)[None, :] - 2 * b @ a.T
         return np.sqrt(np.maximum(d2, 0))
 
-    def normalised(d: np.ndarray) -> np.ndarray:                          # robust per-row scale
+    def normalised(d: np.ndarray) -> np.ndarray:  # robust per-row scale
         return d / (np.partition(d, d.shape[1] // 2, axis=1)[:, d.shape[1] // 2][:, None] + 1e-6)
 
     for start in range(0, len(test), chunk):
         stop = min(start + chunk, len(test))
         c = stop - start
         dco = 1 - (coarse_te[start:stop].reshape(c * 8, -1) @ coarse_tr.T).reshape(c, 8, -1).max(axis=1)
-        score = (normalised(dist(col_tr, col_te[start:stop])) + normalised(dist(ring_tr, ring_te[start:stop]))
-                 + normalised(dco)).astype(np.float32)
+        score = (
+            normalised(dist(col_tr, col_te[start:stop]))
+            + normalised(dist(ring_tr, ring_te[start:stop]))
+            + normalised(dco)
+        ).astype(np.float32)
         ham = np.bitwise_count(hash_te[start:stop, 0, None] ^ hash_tr[None, :])
-        for v in range(1, 8):   # Hamming distance to the closest flip/rotation of the test image
+        for v in range(1, 8):  # Hamming distance to the closest flip/rotation of the test image
             np.minimum(ham, np.bitwise_count(hash_te[start:stop, v, None] ^ hash_tr[None, :]), out=ham)
-        for rows in (_smallest(score, CANDIDATES_PER_TEST),
-                     _smallest(ham.astype(np.float32) + score * 1e-3, CANDIDATES_PHASH)):
+        for rows in (
+            _smallest(score, CANDIDATES_PER_TEST),
+            _smallest(ham.astype(np.float32) + score * 1e-3, CANDIDATES_PHASH),
+        ):
             for r, row in enumerate(rows):
                 pairs.update((int(i), start + r) for i in row[:CANDIDATES_PER_TEST])
         k = min(CANDIDATES_PER_TRAIN, stop - start)
-        cols = _smallest(score.T, k)                                       # (n_tr, k) nearest test images
+        cols = _smallest(score.T, k)  # (n_tr, k) nearest test images
         per_train.append((np.take_along_axis(score.T, cols, axis=1), cols + start))
     scores = np.concatenate([s for s, _ in per_train], axis=1)
     indices = np.concatenate([i for _, i in per_train], axis=1)
@@ -268,7 +312,7 @@ def _colour_shift(a: Fingerprint, b: Fingerprint) -> float:
     return float(np.linalg.norm((a.stats[:3] - b.stats[:3]) * _LAB_UNITS))
 
 
-_LAB_UNITS = np.float32([100 / 255, 1, 1])   # 8-bit OpenCV Lab -> CIELAB units
+_LAB_UNITS = np.float32([100 / 255, 1, 1])  # 8-bit OpenCV Lab -> CIELAB units
 
 
 _STATE: dict[str, Any] = {}
@@ -283,8 +327,11 @@ def _verify_test_image(j: int) -> list[tuple[int, int, Match]]:
     train, test = _STATE["train"], _STATE["test"]
     if test[j].structure < MIN_STRUCTURE:
         return []
-    todo = [i for i in _STATE["by_test"][j]
-            if train[i].structure >= MIN_STRUCTURE and _colour_shift(train[i], test[j]) <= MAX_COLOUR_SHIFT]
+    todo = [
+        i
+        for i in _STATE["by_test"][j]
+        if train[i].structure >= MIN_STRUCTURE and _colour_shift(train[i], test[j]) <= MAX_COLOUR_SHIFT
+    ]
     if not todo:
         return []
     prepared = _prepare_test(test[j])
@@ -297,8 +344,9 @@ def _verify_test_image(j: int) -> list[tuple[int, int, Match]]:
     return found
 
 
-def near_duplicates(train: Sequence[Fingerprint], test: Sequence[Fingerprint],
-                    workers: int = 2) -> list[tuple[int, int, Match]]:
+def near_duplicates(
+    train: Sequence[Fingerprint], test: Sequence[Fingerprint], workers: int = 2
+) -> list[tuple[int, int, Match]]:
     """All (train index, test index, match) near-duplicate pairs, sorted by index."""
     by_test: dict[int, list[int]] = {}
     for i, j in sorted(candidate_pairs(train, test)):

@@ -20,8 +20,15 @@ def _coco(prefix: str = "") -> dict:
             {"id": 3, "file_name": "neg.png", "width": W, "height": H},  # a negative: no annotations
         ],
         "annotations": [
-            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [5, 5, 10, 8], "area": 80, "iscrowd": 0,
-             "segmentation": [[5, 5, 15, 5, 15, 13, 5, 13]]},
+            {
+                "id": 1,
+                "image_id": 1,
+                "category_id": 1,
+                "bbox": [5, 5, 10, 8],
+                "area": 80,
+                "iscrowd": 0,
+                "segmentation": [[5, 5, 15, 5, 15, 13, 5, 13]],
+            },
             {"id": 2, "image_id": 2, "category_id": 2, "bbox": [0, 0, W, H], "iscrowd": 0},
         ],
         "categories": [{"id": 1, "name": "melanoma"}, {"id": 2, "name": "nevus"}],
@@ -52,24 +59,28 @@ def ann_path(root: Path, ds: str = "sl_train") -> str:
 def _set(key, index, field, value):
     def mutate(data, root):
         data[key][index][field] = value
+
     return mutate
 
 
 def _delete_field(key, index, field):
     def mutate(data, root):
         del data[key][index][field]
+
     return mutate
 
 
 def _raw(text):
     def mutate(data, root):
         return text
+
     return mutate
 
 
 def _drop(key):
     def mutate(data, root):
         del data[key]
+
     return mutate
 
 
@@ -86,6 +97,7 @@ def _file(action):
             for path in target.parent.iterdir():
                 path.unlink()
             target.parent.rmdir()
+
     return mutate
 
 
@@ -105,12 +117,13 @@ def _category_id_differs(data, root):
 def _append(key, value):
     def mutate(data, root):
         data[key].append(value)
+
     return mutate
 
 
 # (case id, mutation of sl_train's JSON dict / files, where (JSON path or file, relative), message part)
 BAD = [
-    ("invalid-json", _raw("{\"images\": [}"), "", "invalid JSON"),
+    ("invalid-json", _raw('{"images": [}'), "", "invalid JSON"),
     ("top-level-list", _raw("[]"), "", "top level is a JSON list"),
     ("missing-images", _drop("images"), "", "missing top-level key 'images'"),
     ("missing-annotations", _drop("annotations"), "", "missing top-level key 'annotations'"),
@@ -123,14 +136,26 @@ BAD = [
     ("duplicate-file-name", _set("images", 1, "file_name", "a.png"), ": images[1].file_name", "duplicate file_name"),
     ("duplicate-annotation-id", _set("annotations", 1, "id", 1), ": annotations[1].id", "duplicate annotation id 1"),
     ("duplicate-category-id", _set("categories", 1, "id", 1), ": categories[1].id", "duplicate category id 1"),
-    ("duplicate-category-name", _set("categories", 1, "name", "melanoma"), ": categories[1].name",
-     "duplicate category name"),
+    (
+        "duplicate-category-name",
+        _set("categories", 1, "name", "melanoma"),
+        ": categories[1].name",
+        "duplicate category name",
+    ),
     ("no-categories", lambda d, r: d.update(categories=[]), ": categories", "no categories"),
     ("no-images", lambda d, r: d.update(images=[], annotations=[]), ": images", "lists no images"),
-    ("unknown-image", _set("annotations", 0, "image_id", 99), ": annotations[0].image_id",
-     "image id 99 is not in 'images'"),
-    ("unknown-category", _set("annotations", 0, "category_id", 7), ": annotations[0].category_id",
-     "category id 7 is not in 'categories'"),
+    (
+        "unknown-image",
+        _set("annotations", 0, "image_id", 99),
+        ": annotations[0].image_id",
+        "image id 99 is not in 'images'",
+    ),
+    (
+        "unknown-category",
+        _set("annotations", 0, "category_id", 7),
+        ": annotations[0].category_id",
+        "category id 7 is not in 'categories'",
+    ),
     ("bad-iscrowd", _set("annotations", 0, "iscrowd", 2), ": annotations[0].iscrowd", "iscrowd is 2"),
     ("image-file-missing", _file("delete"), "images/sl_train/a.png", "does not exist"),
     ("image-folder-missing", _file("rmdir"), "images/sl_train", "image folder of dataset 'sl_train' does not exist"),
@@ -139,31 +164,75 @@ BAD = [
     ("file-name-outside", _set("images", 0, "file_name", "../a.png"), ": images[0].file_name", "points outside"),
     ("file-name-not-image", _set("images", 0, "file_name", "a.txt"), ": images[0].file_name", "not an image file"),
     ("size-differs", _set("images", 0, "width", 41), ": images[0]", "41 x 30 but the file a.png is 40 x 30"),
-    ("bbox-zero-width", _set("annotations", 0, "bbox", [5, 5, 0, 8]), ": annotations[0].bbox",
-     "zero or negative width"),
-    ("bbox-negative-height", _set("annotations", 0, "bbox", [5, 5, 10, -2]), ": annotations[0].bbox",
-     "zero or negative height"),
-    ("bbox-outside-right", _set("annotations", 0, "bbox", [35, 5, 10, 8]), ": annotations[0].bbox",
-     "reaches outside the 40 x 30 image"),
+    (
+        "bbox-zero-width",
+        _set("annotations", 0, "bbox", [5, 5, 0, 8]),
+        ": annotations[0].bbox",
+        "zero or negative width",
+    ),
+    (
+        "bbox-negative-height",
+        _set("annotations", 0, "bbox", [5, 5, 10, -2]),
+        ": annotations[0].bbox",
+        "zero or negative height",
+    ),
+    (
+        "bbox-outside-right",
+        _set("annotations", 0, "bbox", [35, 5, 10, 8]),
+        ": annotations[0].bbox",
+        "reaches outside the 40 x 30 image",
+    ),
     ("bbox-outside-top", _set("annotations", 0, "bbox", [5, -3, 10, 8]), ": annotations[0].bbox", "reaches outside"),
     ("bbox-three-numbers", _set("annotations", 0, "bbox", [1, 2, 3]), ": annotations[0].bbox", "not 4 finite numbers"),
     ("bbox-missing", _delete_field("annotations", 0, "bbox"), ": annotations[0].bbox", "not 4 finite numbers"),
-    ("polygon-self-intersecting", _set("annotations", 0, "segmentation", [[5, 5, 15, 13, 15, 5, 5, 13]]),
-     ": annotations[0].segmentation[0]", "invalid polygon (Self-intersection"),
-    ("polygon-two-points", _set("annotations", 0, "segmentation", [[5, 5, 15, 13]]),
-     ": annotations[0].segmentation[0]", "at least 6"),
-    ("polygon-odd-coordinates", _set("annotations", 0, "segmentation", [[5, 5, 15, 13, 15]]),
-     ": annotations[0].segmentation[0]", "even number"),
-    ("polygon-zero-area", _set("annotations", 0, "segmentation", [[5, 5, 10, 5, 15, 5]]),
-     ": annotations[0].segmentation[0]", "invalid polygon"),
-    ("polygon-not-numbers", _set("annotations", 0, "segmentation", [["a", 1, 2, 3, 4, 5]]),
-     ": annotations[0].segmentation[0]", "not a flat list"),
-    ("rle-wrong-size", _set("annotations", 0, "segmentation", {"size": [10, 10], "counts": "abc"}),
-     ": annotations[0].segmentation", "RLE size [10, 10] differs"),
-    ("categories-differ", _categories_differ, "annotations/sl_test.json: categories",
-     "categories differ from sl_train.json: missing nevus; extra Nevus"),
-    ("category-id-differs", _category_id_differs, "annotations/sl_test.json: categories",
-     "'nevus' has id 3 here but 2 there"),
+    (
+        "polygon-self-intersecting",
+        _set("annotations", 0, "segmentation", [[5, 5, 15, 13, 15, 5, 5, 13]]),
+        ": annotations[0].segmentation[0]",
+        "invalid polygon (Self-intersection",
+    ),
+    (
+        "polygon-two-points",
+        _set("annotations", 0, "segmentation", [[5, 5, 15, 13]]),
+        ": annotations[0].segmentation[0]",
+        "at least 6",
+    ),
+    (
+        "polygon-odd-coordinates",
+        _set("annotations", 0, "segmentation", [[5, 5, 15, 13, 15]]),
+        ": annotations[0].segmentation[0]",
+        "even number",
+    ),
+    (
+        "polygon-zero-area",
+        _set("annotations", 0, "segmentation", [[5, 5, 10, 5, 15, 5]]),
+        ": annotations[0].segmentation[0]",
+        "invalid polygon",
+    ),
+    (
+        "polygon-not-numbers",
+        _set("annotations", 0, "segmentation", [["a", 1, 2, 3, 4, 5]]),
+        ": annotations[0].segmentation[0]",
+        "not a flat list",
+    ),
+    (
+        "rle-wrong-size",
+        _set("annotations", 0, "segmentation", {"size": [10, 10], "counts": "abc"}),
+        ": annotations[0].segmentation",
+        "RLE size [10, 10] differs",
+    ),
+    (
+        "categories-differ",
+        _categories_differ,
+        "annotations/sl_test.json: categories",
+        "categories differ from sl_train.json: missing nevus; extra Nevus",
+    ),
+    (
+        "category-id-differs",
+        _category_id_differs,
+        "annotations/sl_test.json: categories",
+        "'nevus' has id 3 here but 2 there",
+    ),
 ]
 
 
@@ -177,8 +246,11 @@ def test_bad_input_is_reported_with_its_location(tmp_path, case, mutate, where, 
     if where.startswith(":") or where == "":
         expected = ann_path(root) + where
     else:
-        expected = str(root) + os.sep + where.replace("/", os.sep, 1) if where.startswith("annotations/") \
+        expected = (
+            str(root) + os.sep + where.replace("/", os.sep, 1)
+            if where.startswith("annotations/")
             else str(root / where)
+        )
     hits = [p for p in report.errors if p.path == expected and text in p.problem]
     assert hits, f"{case}: no error at {expected!r} containing {text!r}; got:\n" + "\n".join(report.lines())
     assert not report.ok

@@ -13,8 +13,10 @@ Edit = Callable[[Path], None]
 
 def png_bomb_bytes(w: int = 30000, h: int = 30000) -> bytes:
     """A valid 1-bit PNG of zeros: ~0.5 MB, ~0.1 s to build, 900 megapixels when decoded."""
+
     def chunk(tag: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
     row = b"\x00" * (1 + (w + 7) // 8)
     comp = zlib.compressobj(1)
     idat = b"".join([comp.compress(row * 1000) for _ in range(h // 1000)] + [comp.flush()])
@@ -27,14 +29,17 @@ def write(rel: str, data: bytes | str) -> Edit:
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data.encode() if isinstance(data, str) else data)
+
     return change
 
 
 def truncate(rel: str) -> Edit:
     """Cut an existing file in half (a partially copied upload)."""
+
     def change(root: Path) -> None:
         data = (root / rel).read_bytes()
         (root / rel).write_bytes(data[: len(data) // 2])
+
     return change
 
 
@@ -46,4 +51,5 @@ def steps(*changes: Edit) -> Edit:
     def change(root: Path) -> None:
         for c in changes:
             c(root)
+
     return change

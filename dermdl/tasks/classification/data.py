@@ -14,12 +14,20 @@ from dermdl.arrays import PIXELS
 from dermdl.prepare import prepare_image
 
 
-def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str,
-                 color_constancy: str = "none") -> dict[str, Any]:
+def prepare_item(
+    source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str, color_constancy: str = "none"
+) -> dict[str, Any]:
     """Resize one image; the record is what later stages read (``pixels`` go into the dataset's array)."""
     width, height, pixels = prepare_image(source, size, policy, color_constancy)
-    return {"path": relative, "source": relative, "target": target, "stratum": target, "width": width,
-            "height": height, PIXELS: pixels}
+    return {
+        "path": relative,
+        "source": relative,
+        "target": target,
+        "stratum": target,
+        "width": width,
+        "height": height,
+        PIXELS: pixels,
+    }
 
 
 def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], all_params: Any, norm: Any):

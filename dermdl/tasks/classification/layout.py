@@ -48,14 +48,15 @@ def _scan_dataset(ds_dir: Path, report: Report) -> dict[str, Path] | None:
         if entry.is_dir():
             classes[entry.name] = entry
         else:
-            report.add(entry, "file is directly in the dataset folder, not inside a class folder",
-                       f"move it into the class folder it belongs to ({ds_dir}{os.sep}<class>{os.sep})"
-                       ", or remove it")
+            report.add(
+                entry,
+                "file is directly in the dataset folder, not inside a class folder",
+                f"move it into the class folder it belongs to ({ds_dir}{os.sep}<class>{os.sep}), or remove it",
+            )
     return classes
 
 
-def _scan_class(name: str, cls: str, cls_dir: Path, check_images: bool, max_pixels: int,
-                report: Report) -> list[Item]:
+def _scan_class(name: str, cls: str, cls_dir: Path, check_images: bool, max_pixels: int, report: Report) -> list[Item]:
     entries = list_entries(cls_dir, report)
     if entries is None:
         return []
@@ -63,13 +64,16 @@ def _scan_class(name: str, cls: str, cls_dir: Path, check_images: bool, max_pixe
     n_image_files = 0
     for entry in entries:
         if entry.is_dir():
-            report.add(entry, "unexpected sub-folder inside a class folder (images must sit "
-                       "directly in the class folder)",
-                       f"move its images up into {cls_dir}, or {_REMOVE}")
+            report.add(
+                entry,
+                "unexpected sub-folder inside a class folder (images must sit directly in the class folder)",
+                f"move its images up into {cls_dir}, or {_REMOVE}",
+            )
             continue
         if not is_image_file(entry):
-            report.add(entry, f"not an image file (suffix {entry.suffix or '(none)'!r} is not one "
-                       f"of {_SUFFIX_TEXT})", _REMOVE)
+            report.add(
+                entry, f"not an image file (suffix {entry.suffix or '(none)'!r} is not one of {_SUFFIX_TEXT})", _REMOVE
+            )
             continue
         n_image_files += 1
         if check_images:
@@ -83,13 +87,15 @@ def _scan_class(name: str, cls: str, cls_dir: Path, check_images: bool, max_pixe
             except OSError:
                 empty = True
             if empty:
-                report.add(entry, "file is empty (0 bytes) or unreadable",
-                           f"re-export the file, or {_REMOVE}")
+                report.add(entry, "file is empty (0 bytes) or unreadable", f"re-export the file, or {_REMOVE}")
                 continue
         items.append(Item(path=entry, target=cls, dataset=name))
     if n_image_files == 0:
-        report.add(cls_dir, f"class folder '{cls}' of dataset '{name}' contains no images",
-                   "add images to it, or remove the class folder from all datasets")
+        report.add(
+            cls_dir,
+            f"class folder '{cls}' of dataset '{name}' contains no images",
+            "add images to it, or remove the class folder from all datasets",
+        )
     return items
 
 
@@ -104,18 +110,21 @@ def _report_missing_classes(root: Path, found: dict[str, dict[str, Path]], repor
             target = root / name / cls
             same_but_case = [c for c in classes if c.lower() == cls.lower()]
             if same_but_case:
-                fix = (f"rename the folder {root / name / same_but_case[0]} to '{cls}' (class "
-                       "names are case-sensitive: use one spelling in every dataset), or create "
-                       f"the folder {target} and add images")
+                fix = (
+                    f"rename the folder {root / name / same_but_case[0]} to '{cls}' (class "
+                    "names are case-sensitive: use one spelling in every dataset), or create "
+                    f"the folder {target} and add images"
+                )
             else:
-                fix = (f"create the folder {target} and add images, or remove the class "
-                       "from all datasets")
-            report.add(target, f"class '{cls}' is missing from dataset '{name}' "
-                       f"(present in: {', '.join(present)})", fix)
+                fix = f"create the folder {target} and add images, or remove the class from all datasets"
+            report.add(
+                target, f"class '{cls}' is missing from dataset '{name}' (present in: {', '.join(present)})", fix
+            )
 
 
-def scan_classification(root: str | os.PathLike, datasets: list[str], check_images: bool = True,
-                        max_pixels: int = MAX_PIXELS) -> tuple[list[Item], list[str], Report]:
+def scan_classification(
+    root: str | os.PathLike, datasets: list[str], check_images: bool = True, max_pixels: int = MAX_PIXELS
+) -> tuple[list[Item], list[str], Report]:
     """Scan ``<root>/<dataset>/<class>/<image>`` for the given datasets.
 
     Returns ``(items, classes, report)``: items for readable images only (sorted), the sorted union

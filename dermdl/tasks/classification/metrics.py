@@ -184,8 +184,7 @@ def classification_metrics(
         "n": int(n),
         "overall": {m: with_ci(point[m][0], boot[m], ci) for m in OVERALL_METRICS},
         "per_class": {
-            cls: {m: with_ci(point[m][0, c], boot[m][:, c], ci) for m in CLASS_METRICS}
-            for c, cls in enumerate(classes)
+            cls: {m: with_ci(point[m][0, c], boot[m][:, c], ci) for m in CLASS_METRICS} for c, cls in enumerate(classes)
         },
         "macro": {m: with_ci(point[f"macro_{m}"][0], boot[f"macro_{m}"], ci) for m in CLASS_METRICS},
         "bootstrap": {"n_boot": int(len(idx)), "ci": float(ci), "seed": int(seed)},

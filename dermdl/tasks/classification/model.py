@@ -13,8 +13,9 @@ from torch import nn
 from dermdl.models import ModelConfig, create_backbone
 
 
-def build_classifier(arch: str, n_classes: int, pretrained: bool | str,
-                     head_dropout: float = 0.5) -> tuple[nn.Module, tuple[list[float], list[float]]]:
+def build_classifier(
+    arch: str, n_classes: int, pretrained: bool | str, head_dropout: float = 0.5
+) -> tuple[nn.Module, tuple[list[float], list[float]]]:
     """Backbone + fastai's pooling head, as ``nn.Sequential(body, head)`` so fastai can freeze the body.
 
     ``head_dropout``: fastai's ``ps`` (dropout before the last layer; half of it before the hidden one)."""

@@ -22,8 +22,9 @@ from dermdl.prepare import open_source
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 64,
-            tta: str = "none") -> np.ndarray:
+def predict(
+    model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 64, tta: str = "none"
+) -> np.ndarray:
     """Class probabilities (n, k) for image files or prepared arrays: the training geometry is re-applied."""
     device = next(model.parameters()).device
     model.eval()
@@ -35,15 +36,18 @@ def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], 
     return np.concatenate(out) if out else np.zeros((0, len(config.classes)), dtype=np.float32)
 
 
-def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any,
-                 work_dir: Path) -> list[dict]:
+def pseudo_label(
+    model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any, work_dir: Path
+) -> list[dict]:
     """Self-training: each weakly labelled image gets the teacher's most probable class (hard label)."""
     probs = predict(model, config, PreparedImages(records), params.infer.bs, params.tta)
     labels = [config.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
     return [{**r, "target": label, "stratum": label} for r, label in zip(records, labels)]
 
 
-def write_predictions(records: Sequence[dict], probs: np.ndarray, config: ModelConfig, out_dir: Path, name: str) -> Path:
+def write_predictions(
+    records: Sequence[dict], probs: np.ndarray, config: ModelConfig, out_dir: Path, name: str
+) -> Path:
     """CSV: path, true label (empty for new images), predicted label, one probability column per class."""
     frame = pd.DataFrame(
         {

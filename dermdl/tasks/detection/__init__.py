@@ -19,11 +19,15 @@ def _part(module: str, attribute: str) -> Lazy:
 TASK = TaskPlugin(
     name="detection",
     layout=LAYOUT,
-    capabilities=Capabilities(unsupported={
-        "mixup": _BOXES, "progressive_resizing": _BOXES, "oversample": _BOXES,
-        "tta": "flipped boxes would need merging",
-        "channels_last": "torchvision detectors take lists of differently sized images",
-    }),
+    capabilities=Capabilities(
+        unsupported={
+            "mixup": _BOXES,
+            "progressive_resizing": _BOXES,
+            "oversample": _BOXES,
+            "tta": "flipped boxes would need merging",
+            "channels_last": "torchvision detectors take lists of differently sized images",
+        }
+    ),
     scan=_part("layout", "scan"),
     prepare_item=_part("data", "prepare_item"),
     prepare_settings=_part("data", "prepare_settings"),

@@ -26,11 +26,9 @@ def analyze(predictions_dir: Path, name: str, config: ModelConfig, all_params: A
     gt = json.loads(paths["ground truth"].read_text(encoding="utf-8"))
     results = json.loads(paths["results"].read_text(encoding="utf-8"))
     evaluator = run_cocoeval(gt, results)
-    metrics = detection_metrics(gt, results, n_boot=params.n_boot, ci=params.ci, seed=params.seed,
-                                evaluator=evaluator)
+    metrics = detection_metrics(gt, results, n_boot=params.n_boot, ci=params.ci, seed=params.seed, evaluator=evaluator)
     if len(gt["categories"]) > 1:  # also: are lesions found at all, whatever diagnosis they get?
-        merged = detection_metrics(*class_agnostic(gt, results), n_boot=params.n_boot, ci=params.ci,
-                                   seed=params.seed)
+        merged = detection_metrics(*class_agnostic(gt, results), n_boot=params.n_boot, ci=params.ci, seed=params.seed)
         metrics["any_lesion"] = {key: merged["overall"][key] for key in ("AP", "AP50")}
     names = {c["id"]: c["name"] for c in gt["categories"]}
     curves = {}
@@ -41,6 +39,11 @@ def analyze(predictions_dir: Path, name: str, config: ModelConfig, all_params: A
     figures = plots_dir / "figures"
     plot_pr_curves(curves, figures / f"{name}_pr.png", f"{name}: precision-recall at IoU 0.5")
     threshold = all_params.detection.score_threshold
-    plot_coco_gallery(gt, results, threshold, figures / f"{name}_gallery.png",
-                      f"{name}: ground truth (green) vs prediction (score >= {threshold:g}), mistakes first")
+    plot_coco_gallery(
+        gt,
+        results,
+        threshold,
+        figures / f"{name}_gallery.png",
+        f"{name}: ground truth (green) vs prediction (score >= {threshold:g}), mistakes first",
+    )
     return metrics

@@ -56,8 +56,11 @@ def polygons_to_prepared(polygons: list[list[float]], geo: Geometry) -> list[lis
             parts = [points]
         else:
             clipped = shape.intersection(frame)
-            parts = [list(p.exterior.coords)[:-1] for p in getattr(clipped, "geoms", [clipped])
-                     if isinstance(p, Polygon) and p.area >= 1.0]
+            parts = [
+                list(p.exterior.coords)[:-1]
+                for p in getattr(clipped, "geoms", [clipped])
+                if isinstance(p, Polygon) and p.area >= 1.0
+            ]
         out += [[round(float(v), 3) for xy in part for v in xy] for part in parts]
     return out
 
@@ -78,8 +81,9 @@ def rle_to_prepared(rle: dict, geo: Geometry, policy: str) -> dict | None:
     return {"size": [int(v) for v in encoded["size"]], "counts": encoded["counts"].decode("ascii")}
 
 
-def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str,
-                 color_constancy: str = "none") -> dict[str, Any]:
+def prepare_item(
+    source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str, color_constancy: str = "none"
+) -> dict[str, Any]:
     """Resize one image and map its annotations; the record is what train/infer/analyze read (its
     ``pixels`` go into the dataset's array)."""
     info = json.loads(target)
@@ -98,9 +102,18 @@ def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size:
             seg = polygons_to_prepared(seg, geo)
         objects.append({"bbox": box, "category": ann["category"], "iscrowd": ann["iscrowd"], "segmentation": seg})
     return {
-        "path": relative, "source": relative, "source_abspath": str(Path(source).resolve()), "target": objects,
-        "width": width, "height": height, "image": info["image"], "annotations": info["annotations"],
-        "category_ids": info["category_ids"], "geometry": asdict(geo), "dropped": dropped, PIXELS: pixels,
+        "path": relative,
+        "source": relative,
+        "source_abspath": str(Path(source).resolve()),
+        "target": objects,
+        "width": width,
+        "height": height,
+        "image": info["image"],
+        "annotations": info["annotations"],
+        "category_ids": info["category_ids"],
+        "geometry": asdict(geo),
+        "dropped": dropped,
+        PIXELS: pixels,
     }
 
 
@@ -113,8 +126,14 @@ def to_tensor(image: Any) -> torch.Tensor:
     return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 
-def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], params: Any, norm: Any = None,
-                path: Path | str = "."):
+def dataloaders(
+    train: Sequence[dict],
+    valid: Sequence[dict],
+    classes: list[str],
+    params: Any,
+    norm: Any = None,
+    path: Path | str = ".",
+):
     """Array loaders (images in [0, 1]: the detector normalises internally, so ``norm`` is unused) with
     torchvision targets; ``category_ids`` (COCO ids of ``classes``) ride along for the model's id buffer."""
     from dermdl.batches import Boxes, array_dataloaders, augmentation

@@ -76,9 +76,12 @@ class _Checker:
         path = self.json_path
         if not path.is_file():
             what = "is a folder, not a file" if path.exists() else "does not exist"
-            self.report.add(path, f"annotation file of dataset '{self.name}' {what}",
-                            f"write the dataset's COCO annotations to {path} (images go to {self.image_dir}"
-                            f"{os.sep}), or remove '{self.name}' from the dataset list")
+            self.report.add(
+                path,
+                f"annotation file of dataset '{self.name}' {what}",
+                f"write the dataset's COCO annotations to {path} (images go to {self.image_dir}"
+                f"{os.sep}), or remove '{self.name}' from the dataset list",
+            )
             return None
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -86,26 +89,39 @@ class _Checker:
             self.report.add(path, f"cannot read the file ({exc.strerror or exc})", "check its permissions")
             return None
         except UnicodeDecodeError as exc:
-            self.report.add(path, f"not UTF-8 text ({exc.reason} at byte {exc.start})",
-                            "save the annotation file as UTF-8 JSON")
+            self.report.add(
+                path, f"not UTF-8 text ({exc.reason} at byte {exc.start})", "save the annotation file as UTF-8 JSON"
+            )
             return None
         except json.JSONDecodeError as exc:
-            self.report.add(path, f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-                            "fix the syntax there (a JSON validator or `python -m json.tool FILE` shows it)")
+            self.report.add(
+                path,
+                f"invalid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
+                "fix the syntax there (a JSON validator or `python -m json.tool FILE` shows it)",
+            )
             return None
         if not isinstance(data, dict):
-            self.add("", f"the top level is a JSON {type(data).__name__}, not an object",
-                     "write a COCO object with keys images, annotations and categories")
+            self.add(
+                "",
+                f"the top level is a JSON {type(data).__name__}, not an object",
+                "write a COCO object with keys images, annotations and categories",
+            )
             return None
         usable = True
         for key in TOP_LEVEL_KEYS:
             if key not in data:
-                self.add("", f"missing top-level key '{key}'",
-                         f"add \"{key}\": [...] (an empty list is allowed for annotations)")
+                self.add(
+                    "",
+                    f"missing top-level key '{key}'",
+                    f'add "{key}": [...] (an empty list is allowed for annotations)',
+                )
                 usable = False
             elif not isinstance(data[key], list):
-                self.add(key, f"'{key}' must be a list, not a {type(data[key]).__name__}",
-                         f"write \"{key}\" as a JSON list of objects")
+                self.add(
+                    key,
+                    f"'{key}' must be a list, not a {type(data[key]).__name__}",
+                    f'write "{key}" as a JSON list of objects',
+                )
                 usable = False
         return data if usable else None
 
@@ -120,8 +136,11 @@ class _Checker:
             ok = True
             for field, kind in required.items():
                 value = entry.get(field)
-                valid = {"int": _is_int(value), "str": isinstance(value, str) and value != "",
-                         "size": _is_int(value) and value > 0}[kind]
+                valid = {
+                    "int": _is_int(value),
+                    "str": isinstance(value, str) and value != "",
+                    "size": _is_int(value) and value > 0,
+                }[kind]
                 if not valid:
                     what = "missing" if field not in entry else f"{value!r} is not valid"
                     need = {"int": "an integer", "str": "a non-empty string", "size": "a positive integer"}[kind]
@@ -137,8 +156,11 @@ class _Checker:
         for index, entry in entries:
             value = entry[field]
             if value in first:
-                self.add(f"{key}[{index}].{field}", f"duplicate {what} {value!r} (also {key}[{first[value]}])",
-                         f"give every entry of '{key}' its own {field}, or remove the duplicate")
+                self.add(
+                    f"{key}[{index}].{field}",
+                    f"duplicate {what} {value!r} (also {key}[{first[value]}])",
+                    f"give every entry of '{key}' its own {field}, or remove the duplicate",
+                )
                 continue
             first[value] = index
             kept.append((index, entry))
@@ -147,8 +169,9 @@ class _Checker:
     # -- categories and images ----------------------------------------------------------------
     def categories(self, data: dict) -> dict[int, str]:
         entries = self.entries(data, "categories", {"id": "int", "name": "str"})
-        entries = self.unique(self.unique(entries, "categories", "id", "category id"), "categories", "name",
-                              "category name")
+        entries = self.unique(
+            self.unique(entries, "categories", "id", "category id"), "categories", "name", "category name"
+        )
         if not data["categories"]:
             self.add("categories", "no categories are defined", "list the object classes in 'categories'")
         return {entry["id"]: entry["name"] for _, entry in entries}
@@ -157,18 +180,27 @@ class _Checker:
         name = entry["file_name"]
         parts = PurePosixPath(name.replace("\\", "/")).parts
         if PurePosixPath(name).is_absolute() or ".." in parts or os.path.isabs(name):
-            self.add(f"images[{index}].file_name", f"file name {name!r} points outside {self.image_dir}",
-                     f"give the path relative to {self.image_dir}")
+            self.add(
+                f"images[{index}].file_name",
+                f"file name {name!r} points outside {self.image_dir}",
+                f"give the path relative to {self.image_dir}",
+            )
             return None
         path = self.image_dir.joinpath(*parts)
         if not is_image_file(path):
-            self.add(f"images[{index}].file_name", f"{name!r} is not an image file (suffix not one of {_SUFFIX_TEXT})",
-                     "point file_name at the image file")
+            self.add(
+                f"images[{index}].file_name",
+                f"{name!r} is not an image file (suffix not one of {_SUFFIX_TEXT})",
+                "point file_name at the image file",
+            )
             return None
         if not path.is_file():
             what = "is a folder" if path.exists() else "does not exist"
-            self.report.add(path, f"image file listed in {self.where(f'images[{index}]')} {what}",
-                            "copy the image there, or remove its entry (and its annotations) from the JSON")
+            self.report.add(
+                path,
+                f"image file listed in {self.where(f'images[{index}]')} {what}",
+                "copy the image there, or remove its entry (and its annotations) from the JSON",
+            )
             return None
         return path
 
@@ -187,13 +219,19 @@ class _Checker:
                 if image.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF rotation by 90 degrees
                     width, height = height, width
         except Exception as exc:  # unreadable header: the full check above would say why
-            self.report.add(path, f"cannot read the image header ({exc})",
-                            "run `dermdl validate` for details, re-export the file, or remove it")
+            self.report.add(
+                path,
+                f"cannot read the image header ({exc})",
+                "run `dermdl validate` for details, re-export the file, or remove it",
+            )
             return False
         if (entry["width"], entry["height"]) != (width, height):
-            self.add(f"images[{index}]", f"width x height in the JSON is {entry['width']} x {entry['height']} but "
-                     f"the file {path.name} is {width} x {height} (as displayed, after EXIF rotation)",
-                     "correct width/height in the JSON, or re-export the image at the annotated size")
+            self.add(
+                f"images[{index}]",
+                f"width x height in the JSON is {entry['width']} x {entry['height']} but "
+                f"the file {path.name} is {width} x {height} (as displayed, after EXIF rotation)",
+                "correct width/height in the JSON, or re-export the image at the annotated size",
+            )
             return False
         return True
 
@@ -204,8 +242,11 @@ class _Checker:
             return None
         x, y, w, h = (float(v) for v in value)
         if w <= 0 or h <= 0:
-            self.add(jpath, f"box has zero or negative {'width' if w <= 0 else 'height'} ({value!r})",
-                     "correct the box ([x, y, width, height] with width, height > 0) or delete the annotation")
+            self.add(
+                jpath,
+                f"box has zero or negative {'width' if w <= 0 else 'height'} ({value!r})",
+                "correct the box ([x, y, width, height] with width, height > 0) or delete the annotation",
+            )
             return None
         width, height = size
         t = _TOLERANCE
@@ -218,8 +259,12 @@ class _Checker:
             if x1 - x0 <= 0 or y1 - y0 <= 0:
                 self.add(jpath, text + " and lies entirely outside it", "correct the box or delete the annotation")
                 return None
-            self.add(jpath, text + "; clipped to the image (detection.clip_boxes: true)",
-                     "correct the box to silence this warning", severity="warning")
+            self.add(
+                jpath,
+                text + "; clipped to the image (detection.clip_boxes: true)",
+                "correct the box to silence this warning",
+                severity="warning",
+            )
         return [x0, y0, x1 - x0, y1 - y0]
 
     def segmentation(self, jpath: str, value: Any, size: tuple[int, int]) -> bool:
@@ -228,15 +273,20 @@ class _Checker:
 
         if isinstance(value, dict):
             if not ("counts" in value and isinstance(value.get("size"), list)):
-                self.add(jpath, "RLE mask needs 'counts' and 'size'", "write RLE as {\"size\": [h, w], \"counts\": ...}")
+                self.add(jpath, "RLE mask needs 'counts' and 'size'", 'write RLE as {"size": [h, w], "counts": ...}')
                 return False
             if list(value["size"]) != [size[1], size[0]]:
-                self.add(jpath, f"RLE size {value['size']} differs from the image's [height, width] "
-                         f"[{size[1]}, {size[0]}]", "re-encode the mask at the image's size")
+                self.add(
+                    jpath,
+                    f"RLE size {value['size']} differs from the image's [height, width] [{size[1]}, {size[0]}]",
+                    "re-encode the mask at the image's size",
+                )
                 return False
             return True
         if not isinstance(value, list):
-            self.add(jpath, f"segmentation is a {type(value).__name__}", "write polygons [[x1, y1, x2, y2, ...]] or RLE")
+            self.add(
+                jpath, f"segmentation is a {type(value).__name__}", "write polygons [[x1, y1, x2, y2, ...]] or RLE"
+            )
             return False
         ok = True
         for k, poly in enumerate(value):
@@ -245,21 +295,27 @@ class _Checker:
                 self.add(where, "polygon is not a flat list of finite numbers", "write it as [x1, y1, x2, y2, ...]")
                 ok = False
             elif len(poly) % 2 or len(poly) < 6:
-                self.add(where, f"polygon has {len(poly)} coordinates; need an even number, at least 6 (3 points)",
-                         "fix the polygon or delete it")
+                self.add(
+                    where,
+                    f"polygon has {len(poly)} coordinates; need an even number, at least 6 (3 points)",
+                    "fix the polygon or delete it",
+                )
                 ok = False
             else:
                 shape = Polygon(list(zip(poly[0::2], poly[1::2])))
                 if not shape.is_valid or shape.area <= 0:
                     reason = explain_validity(shape) if not shape.is_valid else "zero area"
-                    self.add(where, f"invalid polygon ({reason})",
-                             "redraw it as a simple (non-self-intersecting) outline, or repair it with "
-                             "shapely.make_valid")
+                    self.add(
+                        where,
+                        f"invalid polygon ({reason})",
+                        "redraw it as a simple (non-self-intersecting) outline, or repair it with shapely.make_valid",
+                    )
                     ok = False
         return ok
 
-    def annotations(self, data: dict, categories: dict[int, str],
-                    sizes: dict[int, tuple[int, int]]) -> dict[int, list[dict]]:
+    def annotations(
+        self, data: dict, categories: dict[int, str], sizes: dict[int, tuple[int, int]]
+    ) -> dict[int, list[dict]]:
         def ids(key: str) -> set[int]:  # every id an entry declares, even if the entry has other problems
             return {e["id"] for e in data[key] if isinstance(e, dict) and _is_int(e.get("id"))}
 
@@ -272,12 +328,18 @@ class _Checker:
             image_id, category_id = entry["image_id"], entry["category_id"]
             ok = True
             if image_id not in image_ids:
-                self.add(f"{jpath}.image_id", f"image id {image_id} is not in 'images'",
-                         "point image_id at a listed image, or delete the annotation")
+                self.add(
+                    f"{jpath}.image_id",
+                    f"image id {image_id} is not in 'images'",
+                    "point image_id at a listed image, or delete the annotation",
+                )
                 ok = False
             if category_id not in category_ids:
-                self.add(f"{jpath}.category_id", f"category id {category_id} is not in 'categories'",
-                         f"use one of the category ids {sorted(categories)}, or add the category")
+                self.add(
+                    f"{jpath}.category_id",
+                    f"category id {category_id} is not in 'categories'",
+                    f"use one of the category ids {sorted(categories)}, or add the category",
+                )
                 ok = False
             crowd = entry.get("iscrowd", 0)
             if crowd not in (0, 1) or isinstance(crowd, bool):
@@ -291,22 +353,34 @@ class _Checker:
             if box is None or not ok:
                 continue
             area = entry.get("area")
-            per_image.setdefault(image_id, []).append({
-                "id": entry["id"], "category_id": category_id, "category": categories[category_id], "bbox": box,
-                "area": float(area) if _is_number(area) and area > 0 else box[2] * box[3],
-                "iscrowd": int(crowd), "segmentation": entry.get("segmentation") or [],
-            })
+            per_image.setdefault(image_id, []).append(
+                {
+                    "id": entry["id"],
+                    "category_id": category_id,
+                    "category": categories[category_id],
+                    "bbox": box,
+                    "area": float(area) if _is_number(area) and area > 0 else box[2] * box[3],
+                    "iscrowd": int(crowd),
+                    "segmentation": entry.get("segmentation") or [],
+                }
+            )
         return per_image
 
     def unlisted(self, listed: set[Path]) -> None:
         if not self.image_dir.is_dir():
             return
         for path in sorted(self.image_dir.rglob("*")):
-            if path.is_file() and not any(is_ignored(p) for p in path.relative_to(self.image_dir).parts) \
-                    and path not in listed:
-                self.report.add(path, f"file is not listed in {self.json_path.name} and will be ignored",
-                                "add it to 'images' (a negative if it has no annotations), or move it out",
-                                severity="warning")
+            if (
+                path.is_file()
+                and not any(is_ignored(p) for p in path.relative_to(self.image_dir).parts)
+                and path not in listed
+            ):
+                self.report.add(
+                    path,
+                    f"file is not listed in {self.json_path.name} and will be ignored",
+                    "add it to 'images' (a negative if it has no annotations), or move it out",
+                    severity="warning",
+                )
 
 
 def _scan_one(checker: _Checker, check_images: bool, max_pixels: int) -> tuple[dict[int, str], list[Item]] | None:
@@ -319,8 +393,11 @@ def _scan_one(checker: _Checker, check_images: bool, max_pixels: int) -> tuple[d
     if not data["images"]:
         checker.add("images", f"dataset '{checker.name}' lists no images", "add the images to 'images'")
     if entries and not checker.image_dir.is_dir():
-        checker.report.add(checker.image_dir, f"image folder of dataset '{checker.name}' does not exist",
-                           f"put the images listed in {checker.json_path.name} into {checker.image_dir}")
+        checker.report.add(
+            checker.image_dir,
+            f"image folder of dataset '{checker.name}' does not exist",
+            f"put the images listed in {checker.json_path.name} into {checker.image_dir}",
+        )
         entries_ok: list[tuple[int, dict, Path]] = []
     else:
         entries_ok = [(i, e, p) for i, e in entries if (p := checker.image_file(i, e)) is not None]
@@ -332,7 +409,7 @@ def _scan_one(checker: _Checker, check_images: bool, max_pixels: int) -> tuple[d
     checker.unlisted({path for _, _, path in entries_ok})
     category_ids = sorted(categories)
     items = []
-    for index, entry, path in entries_ok:
+    for _index, entry, path in entries_ok:
         if entry["id"] not in sizes:
             continue
         image = {key: entry[key] for key in ("id", "file_name", "width", "height")}
@@ -350,15 +427,28 @@ def _compare_categories(found: dict[str, tuple[_Checker, dict[int, str]]], repor
             continue
         missing = sorted(set(reference.values()) - set(categories.values()))
         extra = sorted(set(categories.values()) - set(reference.values()))
-        diffs = ([f"missing {', '.join(missing)}"] if missing else []) + ([f"extra {', '.join(extra)}"] if extra else [])
-        diffs += [f"'{v}' has id {k} here but {by_name[v]} there" for k, v in categories.items()
-                  if v in by_name and by_name[v] != k]
-        checker.add("categories", f"categories differ from {first_checker.json_path.name}: {'; '.join(diffs)}",
-                    "use the same category list (ids and names) in every dataset's annotation file")
+        diffs = ([f"missing {', '.join(missing)}"] if missing else []) + (
+            [f"extra {', '.join(extra)}"] if extra else []
+        )
+        diffs += [
+            f"'{v}' has id {k} here but {by_name[v]} there"
+            for k, v in categories.items()
+            if v in by_name and by_name[v] != k
+        ]
+        checker.add(
+            "categories",
+            f"categories differ from {first_checker.json_path.name}: {'; '.join(diffs)}",
+            "use the same category list (ids and names) in every dataset's annotation file",
+        )
 
 
-def scan_coco(root: str | os.PathLike, datasets: list[str], check_images: bool = True, clip_boxes: bool = False,
-              max_pixels: int = MAX_PIXELS) -> tuple[list[Item], list[str], Report]:
+def scan_coco(
+    root: str | os.PathLike,
+    datasets: list[str],
+    check_images: bool = True,
+    clip_boxes: bool = False,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[list[Item], list[str], Report]:
     """Scan ``<root>/annotations/<dataset>.json`` + ``<root>/images/<dataset>/`` for every dataset.
 
     Returns ``(items, classes, report)``: one item per usable image (negatives included), sorted by
@@ -368,19 +458,28 @@ def scan_coco(root: str | os.PathLike, datasets: list[str], check_images: bool =
     report = Report()
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
-        report.add(root, f"data root folder {what}",
-                   "check data.root; a detection root holds annotations/<dataset>.json and images/<dataset>/")
+        report.add(
+            root,
+            f"data root folder {what}",
+            "check data.root; a detection root holds annotations/<dataset>.json and images/<dataset>/",
+        )
         return [], [], report
     seen: dict[str, str] = {}
     checkers = []
     for name in datasets:
         stem = dataset_stem(name)
         if not stem or stem in (".", "..") or "/" in stem or "\\" in stem:
-            report.add(root / LAYOUT.annotation_path(name).rsplit("/", 1)[0] / name, f"dataset name {name!r} is not a single file name",
-                       "name the dataset after its annotation file, e.g. sl_train or sl_train.json")
+            report.add(
+                root / LAYOUT.annotation_path(name).rsplit("/", 1)[0] / name,
+                f"dataset name {name!r} is not a single file name",
+                "name the dataset after its annotation file, e.g. sl_train or sl_train.json",
+            )
         elif stem in seen:
-            report.add(root / LAYOUT.annotation_path(stem), f"dataset '{stem}' is listed twice "
-                       f"('{seen[stem]}' and '{name}')", "list each dataset only once")
+            report.add(
+                root / LAYOUT.annotation_path(stem),
+                f"dataset '{stem}' is listed twice ('{seen[stem]}' and '{name}')",
+                "list each dataset only once",
+            )
         else:
             seen[stem] = name
             checkers.append(_Checker(root, name, report, clip_boxes))
@@ -400,5 +499,6 @@ def scan_coco(root: str | os.PathLike, datasets: list[str], check_images: bool =
 
 def scan(params: Any, datasets: list[str], check_images: bool = True) -> tuple[list[Item], list[str], Report]:
     """The task's scan: :func:`scan_coco` under ``data.root``, clipping boxes if ``detection.clip_boxes``."""
-    return scan_coco(Path(params.data.root), datasets, check_images=check_images,
-                     clip_boxes=params.detection.clip_boxes)
+    return scan_coco(
+        Path(params.data.root), datasets, check_images=check_images, clip_boxes=params.detection.clip_boxes
+    )

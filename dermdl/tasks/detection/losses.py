@@ -76,8 +76,12 @@ class ValidAP50(Metric):
         if learn.training or "detections" not in learn.pred:
             return
         for det, target in zip(learn.pred["detections"], learn.yb[0]):
-            self.images.append(({k: v.detach().cpu().numpy() for k, v in det.items()},
-                                {k: v.detach().cpu().numpy() for k, v in target.items()}))
+            self.images.append(
+                (
+                    {k: v.detach().cpu().numpy() for k, v in det.items()},
+                    {k: v.detach().cpu().numpy() for k, v in target.items()},
+                )
+            )
 
     @property
     def value(self) -> float | None:
@@ -96,13 +100,26 @@ def _as_coco(images: list[tuple[dict, dict]]) -> tuple[dict, list[dict]]:
         gt["images"].append({"id": index, "width": 1, "height": 1})
         for box, label in zip(target["boxes"], target["labels"]):
             x0, y0, x1, y1 = (float(v) for v in box)
-            gt["annotations"].append({"id": len(gt["annotations"]) + 1, "image_id": index, "category_id": int(label),
-                                      "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0)})
+            gt["annotations"].append(
+                {
+                    "id": len(gt["annotations"]) + 1,
+                    "image_id": index,
+                    "category_id": int(label),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "area": (x1 - x0) * (y1 - y0),
+                }
+            )
             labels.add(int(label))
         for box, label, score in zip(det["boxes"], det["labels"], det["scores"]):
             x0, y0, x1, y1 = (float(v) for v in box)
-            results.append({"image_id": index, "category_id": int(label), "bbox": [x0, y0, x1 - x0, y1 - y0],
-                            "score": float(score)})
+            results.append(
+                {
+                    "image_id": index,
+                    "category_id": int(label),
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": float(score),
+                }
+            )
             labels.add(int(label))
     gt["categories"] = [{"id": k, "name": str(k)} for k in sorted(labels)]
     return gt, results

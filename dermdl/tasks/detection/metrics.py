@@ -23,10 +23,18 @@ import numpy as np
 from dermdl.bootstrap import bootstrap_indices, format_value, percentile_ci
 
 #: pycocotools ``stats`` index -> our key; None values mean "undefined" (pycocotools' -1).
-STATS = {"AP": 0, "AP50": 1, "AP75": 2, "AP_small": 3, "AP_medium": 4, "AP_large": 5,
-         "AR1": 6, "AR10": 7, "AR100": 8}
-LABELS = {"AP": "AP@[.50:.95]", "AP50": "AP50", "AP75": "AP75", "AP_small": "AP small", "AP_medium": "AP medium",
-          "AP_large": "AP large", "AR1": "AR@1", "AR10": "AR@10", "AR100": "AR@100"}
+STATS = {"AP": 0, "AP50": 1, "AP75": 2, "AP_small": 3, "AP_medium": 4, "AP_large": 5, "AR1": 6, "AR10": 7, "AR100": 8}
+LABELS = {
+    "AP": "AP@[.50:.95]",
+    "AP50": "AP50",
+    "AP75": "AP75",
+    "AP_small": "AP small",
+    "AP_medium": "AP medium",
+    "AP_large": "AP large",
+    "AR1": "AR@1",
+    "AR10": "AR@10",
+    "AR100": "AR@100",
+}
 _CHUNK = 2_000_000  # bootstrap rows x detections per numpy block (~16 MB of float64)
 
 
@@ -59,11 +67,23 @@ def results_coco(gt, results: list[dict]):
     anns = []
     for index, r in enumerate(results):
         x, y, w, h = r["bbox"]
-        anns.append({"id": index + 1, "image_id": r["image_id"], "category_id": r["category_id"],
-                     "bbox": [x, y, w, h], "score": r["score"], "area": w * h, "iscrowd": 0})
+        anns.append(
+            {
+                "id": index + 1,
+                "image_id": r["image_id"],
+                "category_id": r["category_id"],
+                "bbox": [x, y, w, h],
+                "score": r["score"],
+                "area": w * h,
+                "iscrowd": 0,
+            }
+        )
     res = COCO()
-    res.dataset = {"images": list(gt.dataset["images"]), "categories": copy.deepcopy(gt.dataset["categories"]),
-                   "annotations": anns}
+    res.dataset = {
+        "images": list(gt.dataset["images"]),
+        "categories": copy.deepcopy(gt.dataset["categories"]),
+        "annotations": anns,
+    }
     _quiet(res.createIndex)
     return res
 
@@ -96,8 +116,12 @@ def _category_arrays(evaluator, k: int) -> dict[str, np.ndarray]:
         npig[i] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
     n_thr = len(p.iouThrs)
     if not scores:
-        return {"tp": np.zeros((n_thr, 0), bool), "fp": np.zeros((n_thr, 0), bool), "owner": np.zeros(0, int),
-                "npig": npig}
+        return {
+            "tp": np.zeros((n_thr, 0), bool),
+            "fp": np.zeros((n_thr, 0), bool),
+            "owner": np.zeros(0, int),
+            "npig": npig,
+        }
     order = np.argsort(-np.concatenate(scores), kind="mergesort")
     dtm = np.concatenate(matched, axis=1)[:, order].astype(bool)
     dtig = np.concatenate(ignored, axis=1)[:, order].astype(bool)
@@ -141,12 +165,16 @@ def weighted_ap(evaluator, weights: np.ndarray) -> dict[str, np.ndarray]:
         n_det = max(1, arrays["tp"].shape[1])
         step = max(1, _CHUNK // n_det)
         for start in range(0, len(weights), step):
-            q = _weighted_precision(arrays, weights[start:start + step], rec_thrs)
-            ap[start:start + step, k] = q.mean(axis=(1, 2))
-            ap50[start:start + step, k] = q[:, 0].mean(axis=1)
+            q = _weighted_precision(arrays, weights[start : start + step], rec_thrs)
+            ap[start : start + step, k] = q.mean(axis=(1, 2))
+            ap50[start : start + step, k] = q[:, 0].mean(axis=1)
     with np.errstate(invalid="ignore"), _nan_mean_quiet():
-        return {"AP": np.nanmean(ap, axis=1), "AP50": np.nanmean(ap50, axis=1), "AP_per_category": ap,
-                "AP50_per_category": ap50}
+        return {
+            "AP": np.nanmean(ap, axis=1),
+            "AP50": np.nanmean(ap50, axis=1),
+            "AP_per_category": ap,
+            "AP50_per_category": ap50,
+        }
 
 
 @contextlib.contextmanager
@@ -173,8 +201,9 @@ def _category_ap(evaluator, k: int, t: slice | int) -> float | None:
     return None if (precision < 0).any() or precision.size == 0 else float(precision.mean())
 
 
-def detection_metrics(gt: dict, results: list[dict], n_boot: int = 1000, ci: float = 0.95, seed: int = 0,
-                      evaluator: Any = None) -> dict[str, Any]:
+def detection_metrics(
+    gt: dict, results: list[dict], n_boot: int = 1000, ci: float = 0.95, seed: int = 0, evaluator: Any = None
+) -> dict[str, Any]:
     """COCO metrics with bootstrap CIs over images for AP and AP50 (overall and per category).
 
     ``{"n", "n_objects", "overall": {AP, AP50 (value/lo/hi), AP75, AP_small, ..., AR100},
@@ -202,19 +231,29 @@ def detection_metrics(gt: dict, results: list[dict], n_boot: int = 1000, ci: flo
         for key, t in (("AP", slice(None)), ("AP50", 0)):
             value = _category_ap(evaluator, k, t)
             samples = boot[f"{key}_per_category"][:, k] if boot is not None else np.zeros(0)
-            entry[key] = {"value": value, **dict(zip(("lo", "hi"), percentile_ci(samples, ci) if value is not None
-                                                     else (None, None)))}
+            entry[key] = {
+                "value": value,
+                **dict(zip(("lo", "hi"), percentile_ci(samples, ci) if value is not None else (None, None))),
+            }
         per_category[name] = entry
     n_objects = sum(1 for a in gt.get("annotations", []) if not a.get("iscrowd"))
-    return {"n": n_images, "n_objects": n_objects, "overall": overall, "per_category": per_category,
-            "bootstrap": {"n_boot": int(n_boot), "ci": float(ci), "seed": int(seed), "unit": "image"}}
+    return {
+        "n": n_images,
+        "n_objects": n_objects,
+        "overall": overall,
+        "per_category": per_category,
+        "bootstrap": {"n_boot": int(n_boot), "ci": float(ci), "seed": int(seed), "unit": "image"},
+    }
 
 
 def class_agnostic(gt: dict, results: list[dict], name: str = "lesion") -> tuple[dict, list[dict]]:
     """The same boxes with every category merged into one: how well a multi-class detector finds
     lesions, whatever diagnosis it gives them (the "lesion" AP50 of a per-diagnosis detector)."""
-    merged = {**gt, "categories": [{"id": 1, "name": name}],
-              "annotations": [{**a, "category_id": 1} for a in gt.get("annotations", [])]}
+    merged = {
+        **gt,
+        "categories": [{"id": 1, "name": name}],
+        "annotations": [{**a, "category_id": 1} for a in gt.get("annotations", [])],
+    }
     return merged, [{**r, "category_id": 1} for r in results]
 
 
@@ -225,25 +264,37 @@ def pr_points(evaluator, k: int, iou: float = 0.5) -> list[dict[str, float]]:
     scores = evaluator.eval["scores"][t, :, k, 0, -1]
     if (precision < 0).any():
         return []
-    return [{"recall": round(float(r), 4), "precision": round(float(p), 6), "threshold": round(float(s), 6)}
-            for r, p, s in zip(evaluator.params.recThrs, precision, scores) if p > 0]
+    return [
+        {"recall": round(float(r), 4), "precision": round(float(p), 6), "threshold": round(float(s), 6)}
+        for r, p, s in zip(evaluator.params.recThrs, precision, scores)
+        if p > 0
+    ]
 
 
 def format_table(metrics: dict[str, Any], title: str = "Detection metrics", digits: int = 3) -> str:
     """Readable summary: overall COCO metrics, then one greppable line per category and metric."""
     boot = metrics.get("bootstrap", {})
-    ci_text = (f"{100 * boot['ci']:g}% bootstrap CI over images, {boot['n_boot']} resamples" if boot
-               else "bootstrap CI")
-    lines = [title, "=" * len(title),
-             f"n = {metrics['n']} images, {metrics.get('n_objects', '?')} objects; values: point ({ci_text})", ""]
+    ci_text = f"{100 * boot['ci']:g}% bootstrap CI over images, {boot['n_boot']} resamples" if boot else "bootstrap CI"
+    lines = [
+        title,
+        "=" * len(title),
+        f"n = {metrics['n']} images, {metrics.get('n_objects', '?')} objects; values: point ({ci_text})",
+        "",
+    ]
     overall = metrics["overall"]
     width = max(len(label) for label in LABELS.values()) + 1
     lines += [f"{LABELS[key] + ':':<{width}} {format_value(overall.get(key), digits)}" for key in STATS]
     if "any_lesion" in metrics:  # a multi-class detector scored with its categories merged
         merged = metrics["any_lesion"]
-        lines += ["", f"Any lesion, diagnosis ignored: AP50 {format_value(merged['AP50'], digits)}, "
-                      f"AP@[.50:.95] {format_value(merged['AP'], digits)}"]
-    rows = [(name, format_value(v["AP"], digits), format_value(v["AP50"], digits)) for name, v in metrics["per_category"].items()]
+        lines += [
+            "",
+            f"Any lesion, diagnosis ignored: AP50 {format_value(merged['AP50'], digits)}, "
+            f"AP@[.50:.95] {format_value(merged['AP'], digits)}",
+        ]
+    rows = [
+        (name, format_value(v["AP"], digits), format_value(v["AP50"], digits))
+        for name, v in metrics["per_category"].items()
+    ]
     if rows:
         name_w = max(len("category"), *(len(r[0]) for r in rows))
         col_w = [max(len("AP@[.50:.95]"), *(len(r[1]) for r in rows)), max(len("AP50"), *(len(r[2]) for r in rows))]
@@ -251,8 +302,9 @@ def format_table(metrics: dict[str, Any], title: str = "Detection metrics", digi
         lines += ["", header, "-" * (name_w + col_w[0] + col_w[1] + 4)]
         lines += [f"{n:<{name_w}}  {a:<{col_w[0]}}  {b}" for n, a, b in rows]
         lines += ["", "Details:"]
-        detail = [(f"{label} {n}:", v) for label, i in (("AP", 1), ("AP50", 2)) for n, *vals in rows
-                  for v in [vals[i - 1]]]
+        detail = [
+            (f"{label} {n}:", v) for label, i in (("AP", 1), ("AP50", 2)) for n, *vals in rows for v in [vals[i - 1]]
+        ]
         label_w = max(len(label) for label, _ in detail)
         lines += [f"{label:<{label_w}} {value}" for label, value in detail]
     return "\n".join(lines) + "\n"

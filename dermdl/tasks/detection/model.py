@@ -32,9 +32,16 @@ _IMAGENET_NORM = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 _LITE_NORM = ([0.5] * 3, [0.5] * 3)  # EfficientNet-Lite was trained on TF-style [-1, 1] inputs
 # Fewer proposals and sampled RoIs than torchvision's COCO defaults: dermatology images hold a few
 # objects, and the box head (sampled RoIs x FPN channels x 7 x 7) dominates CPU training time.
-_RCNN_KWARGS = dict(rpn_pre_nms_top_n_train=1000, rpn_post_nms_top_n_train=300, rpn_pre_nms_top_n_test=500,
-                    rpn_post_nms_top_n_test=150, rpn_batch_size_per_image=128, box_batch_size_per_image=64,
-                    box_score_thresh=0.05, box_detections_per_img=100)
+_RCNN_KWARGS = dict(
+    rpn_pre_nms_top_n_train=1000,
+    rpn_post_nms_top_n_train=300,
+    rpn_pre_nms_top_n_test=500,
+    rpn_post_nms_top_n_test=150,
+    rpn_batch_size_per_image=128,
+    box_batch_size_per_image=64,
+    box_score_thresh=0.05,
+    box_detections_per_img=100,
+)
 
 
 class LiteFPNBackbone(nn.Module):
@@ -56,8 +63,9 @@ class LiteFPNBackbone(nn.Module):
             full, _ = create_backbone("efficientnet_lite0", pretrained)
             state = full.state_dict()
             self.body.load_state_dict({key: state[key] for key in self.body.state_dict()})
-        self.fpn = FeaturePyramidNetwork(self.body.feature_info.channels(), out_channels,
-                                         extra_blocks=LastLevelMaxPool())
+        self.fpn = FeaturePyramidNetwork(
+            self.body.feature_info.channels(), out_channels, extra_blocks=LastLevelMaxPool()
+        )
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> OrderedDict:
@@ -78,14 +86,23 @@ def _lite0_detector(kind: str, n_classes: int, pretrained: bool | str, size: int
     anchors = AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
     common = dict(min_size=size, max_size=size, image_mean=norm[0], image_std=norm[1])
     if kind == "retinanet":
-        return RetinaNet(backbone, n_classes + 1, anchor_generator=anchors, score_thresh=0.05,
-                         detections_per_img=100, **common), norm
+        return RetinaNet(
+            backbone, n_classes + 1, anchor_generator=anchors, score_thresh=0.05, detections_per_img=100, **common
+        ), norm
     head = TwoMLPHead(backbone.out_channels * 7 * 7, 512)
     # One sample per RoIAlign bin (torchvision: 2 x 2): its CPU backward is single-threaded and was
     # ~40% of a training step; lesions span many bins, so accuracy does not notice.
     pool = MultiScaleRoIAlign(["0", "1", "2"], output_size=7, sampling_ratio=1)
-    return FasterRCNN(backbone, None, rpn_anchor_generator=anchors, box_head=head, box_roi_pool=pool,
-                      box_predictor=FastRCNNPredictor(512, n_classes + 1), **_RCNN_KWARGS, **common), norm
+    return FasterRCNN(
+        backbone,
+        None,
+        rpn_anchor_generator=anchors,
+        box_head=head,
+        box_roi_pool=pool,
+        box_predictor=FastRCNNPredictor(512, n_classes + 1),
+        **_RCNN_KWARGS,
+        **common,
+    ), norm
 
 
 def _backbone_state(weights: Any, pretrained: bool | str) -> dict[str, torch.Tensor] | None:
@@ -106,7 +123,8 @@ def _backbone_state(weights: Any, pretrained: bool | str) -> dict[str, torch.Ten
             f"training from RANDOM initialisation, which converges slowly. Offline, put the file "
             f"{weights.url} at {cached}, set train.pretrained to a local weights file, or use "
             "detection.model: fasterrcnn_efficientnet_lite0_fpn (weights ship with dermdl).",
-            RuntimeWarning, stacklevel=3,
+            RuntimeWarning,
+            stacklevel=3,
         )
         return None
 
@@ -121,8 +139,10 @@ def _load_into(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> N
     body_keys = [k for k in target if not k.startswith(("fc.", "classifier."))]
     missing = [k for k in body_keys if k not in usable and not k.endswith("num_batches_tracked")]
     if missing:
-        raise ValueError(f"{source}: weights do not fit the {type(net).__name__} backbone ({len(missing)} of "
-                         f"{len(body_keys)} tensors missing, e.g. {missing[0]}); check detection.model")
+        raise ValueError(
+            f"{source}: weights do not fit the {type(net).__name__} backbone ({len(missing)} of "
+            f"{len(body_keys)} tensors missing, e.g. {missing[0]}); check detection.model"
+        )
     net.load_state_dict(usable, strict=False)
 
 
@@ -217,8 +237,9 @@ class Detector(nn.Module):
         return {"losses": self._losses(images, targets), "detections": self.detector(images)}
 
 
-def build_detector(name: str, n_classes: int, pretrained: bool | str,
-                   size: int) -> tuple[Detector, tuple[list[float], list[float]]]:
+def build_detector(
+    name: str, n_classes: int, pretrained: bool | str, size: int
+) -> tuple[Detector, tuple[list[float], list[float]]]:
     """Build a :class:`Detector` for ``n_classes`` object classes at ``size`` x ``size`` input.
 
     ``pretrained``: true (offline package / torch cache / download), false, or a local weights file

@@ -23,8 +23,18 @@ from dermdl.io import atomic_file
 
 GALLERY_SIZE = 8
 GT_COLOUR = (40, 200, 60)
-PALETTE = [(230, 25, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240), (240, 50, 230),
-           (210, 245, 60), (250, 190, 212), (0, 128, 128), (170, 110, 40)]
+PALETTE = [
+    (230, 25, 75),
+    (0, 130, 200),
+    (245, 130, 48),
+    (145, 30, 180),
+    (70, 240, 240),
+    (240, 50, 230),
+    (210, 245, 60),
+    (250, 190, 212),
+    (0, 128, 128),
+    (170, 110, 40),
+]
 
 
 def colour(k: int) -> tuple[int, int, int]:
@@ -38,17 +48,24 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
-def draw_boxes(image: Image.Image, boxes: Any, labels: Sequence[str], scores: Sequence[float] | None = None,
-               colours: Sequence[tuple[int, int, int]] | None = None, max_side: int = 1024,
-               min_side: int = 384) -> Image.Image:
+def draw_boxes(
+    image: Image.Image,
+    boxes: Any,
+    labels: Sequence[str],
+    scores: Sequence[float] | None = None,
+    colours: Sequence[tuple[int, int, int]] | None = None,
+    max_side: int = 1024,
+    min_side: int = 384,
+) -> Image.Image:
     """A copy of ``image`` with boxes (xyxy, image pixels) and 'class score' captions, resized so its
     longer side is between ``min_side`` (captions stay readable) and ``max_side``."""
     longest = max(image.size)
     scale = max_side / longest if longest > max_side else (min_side / longest if longest < min_side else 1.0)
     out = image.convert("RGB")
     if scale != 1.0:
-        out = out.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                         Image.Resampling.BILINEAR)
+        out = out.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))), Image.Resampling.BILINEAR
+        )
     draw = ImageDraw.Draw(out)
     width = max(1, round(max(out.size) / 200))
     font = _font(max(10, round(max(out.size) / 40)))
@@ -90,11 +107,23 @@ def plot_gallery(cases: list[dict], path: str | os.PathLike, title: str) -> None
     for index, case in enumerate(cases):
         gt_ax = fig.add_subplot(rows, 2 * per_row, 2 * index + 1)
         pred_ax = fig.add_subplot(rows, 2 * per_row, 2 * index + 2)
-        _panel(gt_ax, case["image"], case["gt"], case["gt_labels"], [GT_COLOUR] * len(case["gt"]),
-               f"{case['name'][:28]}\nground truth ({len(case['gt'])})")
+        _panel(
+            gt_ax,
+            case["image"],
+            case["gt"],
+            case["gt_labels"],
+            [GT_COLOUR] * len(case["gt"]),
+            f"{case['name'][:28]}\nground truth ({len(case['gt'])})",
+        )
         pred_texts = [f"{n} {s:.2f}" for n, s in zip(case["pred_labels"], case["pred_scores"])]
-        _panel(pred_ax, case["image"], case["pred"], pred_texts, case["pred_colours"],
-               f"{case['note']}\nprediction ({len(case['pred'])})")
+        _panel(
+            pred_ax,
+            case["image"],
+            case["pred"],
+            pred_texts,
+            case["pred_colours"],
+            f"{case['note']}\nprediction ({len(case['pred'])})",
+        )
     if not cases:
         fig.add_subplot().text(0.5, 0.5, "no images", ha="center")
     fig.suptitle(title, fontsize=9)
@@ -112,7 +141,9 @@ def plot_pr_curves(curves: dict[str, list[dict]], path: str | os.PathLike, title
         recall = [p["recall"] for p in points]
         precision = [p["precision"] for p in points]
         ap50 = sum(precision) / 101  # points with precision 0 were dropped: they add nothing
-        ax.step(recall, precision, where="post", color=tuple(v / 255 for v in colour(k)), label=f"{name} (AP50 {ap50:.3f})")
+        ax.step(
+            recall, precision, where="post", color=tuple(v / 255 for v in colour(k)), label=f"{name} (AP50 {ap50:.3f})"
+        )
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("recall")
@@ -131,8 +162,10 @@ def _gallery_cases(gt: dict, results: list[dict], threshold: float) -> list[dict
     order = {c["id"]: k for k, c in enumerate(gt["categories"])}
 
     def xyxy(items: list[dict]) -> np.ndarray:
-        return np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                         for a in items], dtype=np.float64).reshape(-1, 4)
+        return np.array(
+            [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in items],
+            dtype=np.float64,
+        ).reshape(-1, 4)
 
     by_image: dict[int, tuple[list, list]] = {img["id"]: ([], []) for img in gt["images"]}
     for ann in gt["annotations"]:
@@ -150,11 +183,18 @@ def _gallery_cases(gt: dict, results: list[dict], threshold: float) -> list[dict
             same = np.array([[pr["category_id"] == t["category_id"] for t in truth] for pr in preds])
             matched = min(int(((iou >= 0.5) & same).any(axis=1).sum()), int(((iou >= 0.5) & same).any(axis=0).sum()))
         errors = (len(g) - matched) + (len(p) - matched)
-        cases.append({"img": img, "errors": errors, "gt": g, "pred": p,
-                      "gt_labels": [names[t["category_id"]] for t in truth],
-                      "pred_labels": [names[r["category_id"]] for r in preds],
-                      "pred_scores": [r["score"] for r in preds],
-                      "pred_colours": [colour(order[r["category_id"]]) for r in preds]})
+        cases.append(
+            {
+                "img": img,
+                "errors": errors,
+                "gt": g,
+                "pred": p,
+                "gt_labels": [names[t["category_id"]] for t in truth],
+                "pred_labels": [names[r["category_id"]] for r in preds],
+                "pred_scores": [r["score"] for r in preds],
+                "pred_colours": [colour(order[r["category_id"]]) for r in preds],
+            }
+        )
     cases.sort(key=lambda c: (-c["errors"], c["img"]["file_name"]))
     return cases
 
@@ -172,9 +212,17 @@ def plot_coco_gallery(gt: dict, results: list[dict], threshold: float, path: Pat
             continue
         scale = min(1.0, 384 / max(picture.size))
         if scale < 1.0:
-            picture = picture.resize((round(picture.width * scale), round(picture.height * scale)),
-                                     Image.Resampling.BILINEAR)
-        shown.append(case | {"image": np.asarray(picture), "gt": case["gt"] * scale, "pred": case["pred"] * scale,
-                             "name": case["img"]["file_name"],
-                             "note": "correct" if not case["errors"] else f"{case['errors']} mistake(s)"})
+            picture = picture.resize(
+                (round(picture.width * scale), round(picture.height * scale)), Image.Resampling.BILINEAR
+            )
+        shown.append(
+            case
+            | {
+                "image": np.asarray(picture),
+                "gt": case["gt"] * scale,
+                "pred": case["pred"] * scale,
+                "name": case["img"]["file_name"],
+                "note": "correct" if not case["errors"] else f"{case['errors']} mistake(s)",
+            }
+        )
     plot_gallery(shown, path, title)

@@ -30,8 +30,9 @@ def settings(config: ModelConfig) -> DetectionParams:
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 16,
-            tta: str = "none") -> dict[str, Any]:
+def predict(
+    model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 16, tta: str = "none"
+) -> dict[str, Any]:
     """Detections for any images, prepared or raw, in the pixel coordinates of each given file.
 
     Returns ``{"images": [{"boxes" (n, 4) xyxy, "scores", "labels" (0-based class index), "width",
@@ -45,20 +46,28 @@ def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], 
     out = []
     for start in range(0, len(paths), bs):
         batch, geos = [], []
-        for path in paths[start:start + bs]:
+        for path in paths[start : start + bs]:
             image = open_source(path, config.color_constancy)
             geos.append(geometry(image.width, image.height, size, policy))
             batch.append(to_tensor(resize(image, size, policy)).to(device))
         for det, geo in zip(model(batch), geos):
             boxes = box_to_original(det["boxes"].float().cpu().numpy(), geo)
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-            out.append({"boxes": boxes[keep], "scores": det["scores"].float().cpu().numpy()[keep],
-                        "labels": det["labels"].cpu().numpy()[keep] - 1, "width": geo.src_w, "height": geo.src_h})
+            out.append(
+                {
+                    "boxes": boxes[keep],
+                    "scores": det["scores"].float().cpu().numpy()[keep],
+                    "labels": det["labels"].cpu().numpy()[keep] - 1,
+                    "width": geo.src_w,
+                    "height": geo.src_h,
+                }
+            )
     return {"images": out, "category_ids": [int(v) for v in model.category_ids.cpu()]}
 
 
-def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any,
-                 work_dir: Path) -> list[dict]:
+def pseudo_label(
+    model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any, work_dir: Path
+) -> list[dict]:
     """Self-training: the teacher's boxes scoring >= ``detection.score_threshold`` become the targets
     (prepared images are passed, so the boxes are already in prepared coordinates)."""
     threshold = params.detection.score_threshold
@@ -66,8 +75,15 @@ def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[
     out = []
     for record, det in zip(records, preds["images"]):
         keep = det["scores"] >= threshold
-        objects = [{"bbox": [round(float(v), 3) for v in box], "category": config.classes[int(label)], "iscrowd": 0,
-                    "segmentation": []} for box, label in zip(det["boxes"][keep], det["labels"][keep])]
+        objects = [
+            {
+                "bbox": [round(float(v), 3) for v in box],
+                "category": config.classes[int(label)],
+                "iscrowd": 0,
+                "segmentation": [],
+            }
+            for box, label in zip(det["boxes"][keep], det["labels"][keep])
+        ]
         out.append({**record, "target": objects})
     return out
 
@@ -81,8 +97,9 @@ def _overlay_name(file_name: str, used: set[str]) -> str:
     return name
 
 
-def write_predictions(records: Sequence[dict], predictions: dict, config: ModelConfig, out_dir: Path,
-                      name: str) -> Path:
+def write_predictions(
+    records: Sequence[dict], predictions: dict, config: ModelConfig, out_dir: Path, name: str
+) -> Path:
     """``<name>.json``: COCO results (ORIGINAL image pixels, every detection the model keeps, score
     >= 0.05, so AP sees the full ranking); ``<name>_gt.json`` (test sets) or ``<name>_images.json``
     (new images): the COCO image list; ``overlays/<name>/``: boxes with score >= score_threshold."""
@@ -95,17 +112,25 @@ def write_predictions(records: Sequence[dict], predictions: dict, config: ModelC
         geo = record_geometry(record)
         boxes = det["boxes"] if geo is None else box_to_original(det["boxes"], geo)
         source = record.get("source_abspath") or record["source"]
-        image = dict(record.get("image") or {"id": index, "file_name": Path(record["source"]).name,
-                                             "width": det["width"], "height": det["height"]})
+        image = dict(
+            record.get("image")
+            or {"id": index, "file_name": Path(record["source"]).name, "width": det["width"], "height": det["height"]}
+        )
         image["path"] = str(source)  # extra key (ignored by COCO tools): lets analyze draw the gallery
         images.append(image)
         for ann in record.get("annotations", []):
             annotations.append({k: v for k, v in ann.items() if k != "category"} | {"image_id": image["id"]})
         for box, score, label in zip(boxes, det["scores"], det["labels"]):
             x0, y0, x1, y1 = (float(v) for v in box)
-            results.append({"image_id": image["id"], "category_id": ids[int(label)], "file_name": image["file_name"],
-                            "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
-                            "score": round(float(score), 5)})
+            results.append(
+                {
+                    "image_id": image["id"],
+                    "category_id": ids[int(label)],
+                    "file_name": image["file_name"],
+                    "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                    "score": round(float(score), 5),
+                }
+            )
         keep = det["scores"] >= threshold
         try:
             picture = open_rgb(source)
@@ -113,14 +138,20 @@ def write_predictions(records: Sequence[dict], predictions: dict, config: ModelC
             missing += 1
             continue
         labels = [int(v) for v in det["labels"][keep]]
-        overlay = draw_boxes(picture, boxes[keep], [config.classes[k] for k in labels],
-                             list(det["scores"][keep]), [colour(k) for k in labels])
+        overlay = draw_boxes(
+            picture,
+            boxes[keep],
+            [config.classes[k] for k in labels],
+            list(det["scores"][keep]),
+            [colour(k) for k in labels],
+        )
         save_png(overlay, out_dir / "overlays" / name / _overlay_name(image["file_name"], used))
     if missing:
         warnings.warn(f"{name}: {missing} original image(s) not found; their overlays were skipped", stacklevel=2)
     if any("annotations" in r for r in records):
-        atomic_write_json(out_dir / f"{name}_gt.json",
-                          {"images": images, "annotations": annotations, "categories": categories})
+        atomic_write_json(
+            out_dir / f"{name}_gt.json", {"images": images, "annotations": annotations, "categories": categories}
+        )
     else:
         atomic_write_json(out_dir / f"{name}_images.json", {"images": images, "categories": categories})
     return atomic_write_json(out_dir / f"{name}.json", results)

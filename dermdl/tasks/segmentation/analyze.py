@@ -18,8 +18,9 @@ from dermdl.tasks.segmentation.metrics import confusion_records, per_image, roc_
 GALLERY_SIZE = 4
 
 
-def _gallery(frame: pd.DataFrame, predictions_dir: Path, score: np.ndarray, order: np.ndarray, path: Path,
-             title: str) -> None:
+def _gallery(
+    frame: pd.DataFrame, predictions_dir: Path, score: np.ndarray, order: np.ndarray, path: Path, title: str
+) -> None:
     from dermdl.tasks.segmentation.plots import plot_gallery  # lazy: matplotlib is slow to import
 
     chosen = order[:GALLERY_SIZE]
@@ -40,8 +41,10 @@ def analyze(predictions_dir: Path, name: str, config: ModelConfig, all_params: A
     classes, k = config.classes, len(config.classes)
     columns = [f"cm_{i}_{j}" for i in range(k) for j in range(k)]
     if frame.empty or not set(columns) <= set(frame.columns):
-        raise ValueError(f"{csv}: no ground-truth pixel counts for classes {classes}; was it written by "
-                         "`dermdl infer` with this model?")
+        raise ValueError(
+            f"{csv}: no ground-truth pixel counts for classes {classes}; was it written by "
+            "`dermdl infer` with this model?"
+        )
     cm = frame[columns].to_numpy(dtype=np.int64).reshape(-1, k, k)
     hist_path = predictions_dir / name / "histograms.npy"
     hist = np.load(hist_path) if hist_path.is_file() else None
@@ -51,16 +54,32 @@ def analyze(predictions_dir: Path, name: str, config: ModelConfig, all_params: A
         atomic_write_json(plots_dir / "roc" / f"{name}--{cls}.json", roc_points(hist, c) if hist is not None else [])
     figures = plots_dir / "figures"
     plot_metric_bars(metrics, figures / f"{name}_metrics.png", f"{name}: per-class metrics")
-    plot_pixel_confusion(metrics["pixel_confusion"], figures / f"{name}_confusion.png",
-                         f"{name}: pixel confusion ({metrics['pixels']:,} pixels)")
+    plot_pixel_confusion(
+        metrics["pixel_confusion"],
+        figures / f"{name}_confusion.png",
+        f"{name}: pixel confusion ({metrics['pixels']:,} pixels)",
+    )
     dice = per_image(cm)["dice"][:, 1:]
     defined = ~np.isnan(dice)
-    score = np.where(defined.any(axis=1), np.where(defined, dice, 0).sum(axis=1) / np.maximum(defined.sum(axis=1), 1),
-                     np.nan)
+    score = np.where(
+        defined.any(axis=1), np.where(defined, dice, 0).sum(axis=1) / np.maximum(defined.sum(axis=1), 1), np.nan
+    )
     ranked = np.flatnonzero(~np.isnan(score))
     ranked = ranked[np.argsort(score[ranked], kind="stable")]
-    _gallery(frame, predictions_dir, score, ranked[::-1], figures / f"{name}_gallery_best.png",
-             f"{name}: best {min(GALLERY_SIZE, len(ranked))} (image | ground truth | prediction)")
-    _gallery(frame, predictions_dir, score, ranked, figures / f"{name}_gallery_worst.png",
-             f"{name}: worst {min(GALLERY_SIZE, len(ranked))} (image | ground truth | prediction)")
+    _gallery(
+        frame,
+        predictions_dir,
+        score,
+        ranked[::-1],
+        figures / f"{name}_gallery_best.png",
+        f"{name}: best {min(GALLERY_SIZE, len(ranked))} (image | ground truth | prediction)",
+    )
+    _gallery(
+        frame,
+        predictions_dir,
+        score,
+        ranked,
+        figures / f"{name}_gallery_worst.png",
+        f"{name}: worst {min(GALLERY_SIZE, len(ranked))} (image | ground truth | prediction)",
+    )
     return metrics

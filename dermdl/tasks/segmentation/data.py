@@ -70,8 +70,10 @@ class ValueMap:
             return classes.astype(np.uint8)
         bad = np.unique(values[unknown])
         allowed = ", ".join(str(v) for v, _ in self.pairs)
-        raise ValueError(f"{path}: pixel values {bad.tolist()[:8]} are not in segmentation.mask_values "
-                         f"({allowed}); run `dermdl validate` for the full list")
+        raise ValueError(
+            f"{path}: pixel values {bad.tolist()[:8]} are not in segmentation.mask_values "
+            f"({allowed}); run `dermdl validate` for the full list"
+        )
 
     def to_stored(self, classes: np.ndarray) -> np.ndarray:
         return self.inverse[np.asarray(classes)]
@@ -93,19 +95,26 @@ def to_original(probs: np.ndarray, width: int, height: int, preprocess_size: int
     """
     k, size, _ = probs.shape
     g = model_geometry(width, height, preprocess_size, size, policy)
-    matrix = np.array([[g.scale_x, 0.0, 0.5 * g.scale_x + g.offset_x - 0.5],
-                       [0.0, g.scale_y, 0.5 * g.scale_y + g.offset_y - 0.5]])
+    matrix = np.array(
+        [[g.scale_x, 0.0, 0.5 * g.scale_x + g.offset_x - 0.5], [0.0, g.scale_y, 0.5 * g.scale_y + g.offset_y - 0.5]]
+    )
     out = np.empty((k, height, width), dtype=np.float32)
     for c in range(k):
-        out[c] = cv2.warpAffine(np.ascontiguousarray(probs[c], dtype=np.float32), matrix, (width, height),
-                                flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+        out[c] = cv2.warpAffine(
+            np.ascontiguousarray(probs[c], dtype=np.float32),
+            matrix,
+            (width, height),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
     return out
 
 
 def resize_probs(probs: np.ndarray, size: int) -> np.ndarray:
     """(k, s, s) -> (k, size, size), bilinear (model space -> prepared space for overlays)."""
-    return np.stack([cv2.resize(np.asarray(p, dtype=np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
-                     for p in probs])
+    return np.stack(
+        [cv2.resize(np.asarray(p, dtype=np.float32), (size, size), interpolation=cv2.INTER_LINEAR) for p in probs]
+    )
 
 
 def value_map(params: Any) -> ValueMap:
@@ -121,16 +130,19 @@ def config_extra(params: Any) -> dict[str, Any]:
     return {"mask_values": value_map(params).to_json()}
 
 
-def prepare_item(source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str,
-                 color_constancy: str = "none") -> dict[str, Any]:
+def prepare_item(
+    source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str, color_constancy: str = "none"
+) -> dict[str, Any]:
     """Resize an image and its mask (``target``) with the same geometry; keep the full-size mask."""
     rel = Path(relative)
     dataset, stem = rel.parts[0], rel.stem
     width, height, pixels = prepare_image(source, size, policy, color_constancy)
     values = open_mask(target)
     if values.shape != (height, width):
-        raise ValueError(f"{target}: mask is {values.shape[1]} x {values.shape[0]} pixels but its image {source} is "
-                         f"{width} x {height}; run `dermdl validate` and fix the mask")
+        raise ValueError(
+            f"{target}: mask is {values.shape[1]} x {values.shape[0]} pixels but its image {source} is "
+            f"{width} x {height}; run `dermdl validate` and fix the mask"
+        )
     small = np.asarray(resize(Image.fromarray(values), size, policy, kind="mask"))
     # inside preprocess's atomic folder: no per-file fsync (20,000 of them took most of HAM10000's 27 s)
     write_png(dst_root / dataset / MASKS / f"{stem}.png", small.astype(values.dtype), PNG_LEVEL, atomic=False)

@@ -63,8 +63,11 @@ def _folder(ds_dir: Path, name: str, entries: dict[str, Path], report: Report) -
     if name in entries and entries[name].is_dir():
         return entries[name]
     near = [n for n, p in entries.items() if n.lower() == name and p.is_dir()]
-    fix = (f"rename the folder {ds_dir / near[0]} to '{name}' (folder names are case-sensitive)" if near
-           else f"create {ds_dir / name}{os.sep} and put the {'images' if name == IMAGES else 'PNG masks'} in it")
+    fix = (
+        f"rename the folder {ds_dir / near[0]} to '{name}' (folder names are case-sensitive)"
+        if near
+        else f"create {ds_dir / name}{os.sep} and put the {'images' if name == IMAGES else 'PNG masks'} in it"
+    )
     report.add(ds_dir / name, f"folder '{name}' is missing from dataset '{ds_dir.name}'", fix)
     return None
 
@@ -84,11 +87,15 @@ def _list_images(folder: Path, report: Report) -> tuple[dict[str, Path], set[str
     by_stem: dict[str, list[Path]] = defaultdict(list)
     for entry in list_entries(folder, report) or []:
         if entry.is_dir():
-            report.add(entry, f"unexpected sub-folder inside {IMAGES}/ (images must sit directly in it)",
-                       f"move its images up into {folder}, or {_REMOVE}")
+            report.add(
+                entry,
+                f"unexpected sub-folder inside {IMAGES}/ (images must sit directly in it)",
+                f"move its images up into {folder}, or {_REMOVE}",
+            )
         elif not is_image_file(entry):
-            report.add(entry, f"not an image file (suffix {entry.suffix or '(none)'!r} is not one of "
-                       f"{_SUFFIX_TEXT})", _REMOVE)
+            report.add(
+                entry, f"not an image file (suffix {entry.suffix or '(none)'!r} is not one of {_SUFFIX_TEXT})", _REMOVE
+            )
         else:
             by_stem[entry.stem].append(entry)
     images: dict[str, Path] = {}
@@ -96,13 +103,20 @@ def _list_images(folder: Path, report: Report) -> tuple[dict[str, Path], set[str
         if len(paths) > 1:
             names = ", ".join(p.name for p in paths)
             for path in paths:
-                report.add(path, f"{len(paths)} images share the name '{stem}' ({names}), so they would "
-                           f"share the mask {MASKS}/{stem}.png", "rename or remove all but one of them")
+                report.add(
+                    path,
+                    f"{len(paths)} images share the name '{stem}' ({names}), so they would "
+                    f"share the mask {MASKS}/{stem}.png",
+                    "rename or remove all but one of them",
+                )
         else:
             images[stem] = paths[0]
     if not by_stem:
-        report.add(folder, f"folder {IMAGES}/ of dataset '{folder.parent.name}' contains no images",
-                   "add images (and their masks), or remove the dataset from the dataset list")
+        report.add(
+            folder,
+            f"folder {IMAGES}/ of dataset '{folder.parent.name}' contains no images",
+            "add images (and their masks), or remove the dataset from the dataset list",
+        )
     return images, set(by_stem)
 
 
@@ -112,15 +126,21 @@ def _list_masks(folder: Path, report: Report) -> tuple[dict[str, Path], set[str]
     not_png: set[str] = set()
     for entry in list_entries(folder, report) or []:
         if entry.is_dir():
-            report.add(entry, f"unexpected sub-folder inside {MASKS}/ (masks must sit directly in it)",
-                       f"move its masks up into {folder}, or {_REMOVE}")
+            report.add(
+                entry,
+                f"unexpected sub-folder inside {MASKS}/ (masks must sit directly in it)",
+                f"move its masks up into {folder}, or {_REMOVE}",
+            )
         elif entry.suffix.lower() == ".png":
             masks[entry.stem].append(entry)
         elif is_image_file(entry):
             not_png.add(entry.stem)
-            report.add(entry, f"mask is not a .png file ({entry.suffix} is lossy or not a label format: "
-                       "its pixel values would not be exact class values)",
-                       f"save it losslessly as {folder / (entry.stem + '.png')}")
+            report.add(
+                entry,
+                f"mask is not a .png file ({entry.suffix} is lossy or not a label format: "
+                "its pixel values would not be exact class values)",
+                f"save it losslessly as {folder / (entry.stem + '.png')}",
+            )
         else:
             report.add(entry, f"not a mask file (suffix {entry.suffix or '(none)'!r}; masks are .png)", _REMOVE)
     unique: dict[str, Path] = {}
@@ -141,8 +161,14 @@ def _describe_values(values: np.ndarray, counts: np.ndarray) -> str:
     return ", ".join(parts)
 
 
-def _check_mask(mask_path: Path, image_path: Path, image_size: tuple[int, int] | None,
-                value_map: Mapping[int, int] | None, max_pixels: int, report: Report) -> bool:
+def _check_mask(
+    mask_path: Path,
+    image_path: Path,
+    image_size: tuple[int, int] | None,
+    value_map: Mapping[int, int] | None,
+    max_pixels: int,
+    report: Report,
+) -> bool:
     """Decode one mask and check mode, size and values; True when it is usable."""
     try:
         values = open_mask(mask_path, max_pixels)
@@ -151,29 +177,39 @@ def _check_mask(mask_path: Path, image_path: Path, image_size: tuple[int, int] |
         return False
     ok = True
     if _stored_mode(mask_path) in _RGB_MODES:
-        report.add(mask_path, "mask is stored as an RGB image (all channels are equal, so it is read as "
-                   "grey values)", "save it as a single-channel (L) or palette PNG", severity="warning")
+        report.add(
+            mask_path,
+            "mask is stored as an RGB image (all channels are equal, so it is read as grey values)",
+            "save it as a single-channel (L) or palette PNG",
+            severity="warning",
+        )
     height, width = values.shape
     if image_size is not None and image_size != (width, height):
-        report.add(mask_path, f"mask is {width} x {height} pixels but its image {image_path.name} is "
-                   f"{image_size[0]} x {image_size[1]}",
-                   "export the mask at the size of its image (they must align pixel for pixel)")
+        report.add(
+            mask_path,
+            f"mask is {width} x {height} pixels but its image {image_path.name} is {image_size[0]} x {image_size[1]}",
+            "export the mask at the size of its image (they must align pixel for pixel)",
+        )
         ok = False
     if value_map is not None:
         found, counts = np.unique(values, return_counts=True)
         outside = ~np.isin(found, np.fromiter(value_map, dtype=np.int64))
         if outside.any():
             allowed = ", ".join(str(v) for v in sorted(value_map))
-            report.add(mask_path, f"pixel values outside segmentation.mask_values ({allowed}): "
-                       f"{_describe_values(found[outside], counts[outside])}",
-                       "re-export the mask with only those values (no anti-aliasing or smoothing), or map "
-                       "the extra values to class ids in segmentation.mask_values")
+            report.add(
+                mask_path,
+                f"pixel values outside segmentation.mask_values ({allowed}): "
+                f"{_describe_values(found[outside], counts[outside])}",
+                "re-export the mask with only those values (no anti-aliasing or smoothing), or map "
+                "the extra values to class ids in segmentation.mask_values",
+            )
             ok = False
     return ok
 
 
-def _scan_dataset(name: str, ds_dir: Path, value_map: Mapping[int, int] | None, check_images: bool,
-                  max_pixels: int, report: Report) -> list[Item]:
+def _scan_dataset(
+    name: str, ds_dir: Path, value_map: Mapping[int, int] | None, check_images: bool, max_pixels: int, report: Report
+) -> list[Item]:
     entries = {e.name: e for e in list_entries(ds_dir, report) or []}
     for entry_name, entry in entries.items():
         if entry_name in (IMAGES, MASKS) and entry.is_dir():
@@ -181,11 +217,17 @@ def _scan_dataset(name: str, ds_dir: Path, value_map: Mapping[int, int] | None, 
         if entry.is_dir():
             if entry_name.lower() in (IMAGES, MASKS):
                 continue  # reported by _folder with a rename hint
-            report.add(entry, f"unexpected folder in a segmentation dataset (only {IMAGES}/ and {MASKS}/ "
-                       "belong here)", f"move its files into {IMAGES}/ or {MASKS}/, or {_REMOVE}")
+            report.add(
+                entry,
+                f"unexpected folder in a segmentation dataset (only {IMAGES}/ and {MASKS}/ belong here)",
+                f"move its files into {IMAGES}/ or {MASKS}/, or {_REMOVE}",
+            )
         else:
-            report.add(entry, f"file is directly in the dataset folder, not inside {IMAGES}/ or {MASKS}/",
-                       f"move it into {ds_dir / IMAGES} (images) or {ds_dir / MASKS} (masks), or remove it")
+            report.add(
+                entry,
+                f"file is directly in the dataset folder, not inside {IMAGES}/ or {MASKS}/",
+                f"move it into {ds_dir / IMAGES} (images) or {ds_dir / MASKS} (masks), or remove it",
+            )
     image_dir, mask_dir = _folder(ds_dir, IMAGES, entries, report), _folder(ds_dir, MASKS, entries, report)
     if image_dir is None:
         return []
@@ -196,8 +238,11 @@ def _scan_dataset(name: str, ds_dir: Path, value_map: Mapping[int, int] | None, 
         mask = masks.get(stem)
         if mask is None:
             if mask_dir is not None and stem not in not_png:
-                report.add(image, f"image has no mask (expected {mask_dir / (stem + '.png')})",
-                           "add its mask, or remove the image")
+                report.add(
+                    image,
+                    f"image has no mask (expected {mask_dir / (stem + '.png')})",
+                    "add its mask, or remove the image",
+                )
             if check_images:
                 error = check_image(image, max_pixels)
                 if error is not None:
@@ -216,13 +261,21 @@ def _scan_dataset(name: str, ds_dir: Path, value_map: Mapping[int, int] | None, 
             items.append(Item(path=image, target=str(mask), dataset=name))
     for stem, mask in sorted(masks.items()):
         if stem not in image_stems:
-            report.add(mask, f"mask has no image (expected {image_dir / stem}.<ext>, ext one of {_SUFFIX_TEXT})",
-                       "add its image, or remove the mask")
+            report.add(
+                mask,
+                f"mask has no image (expected {image_dir / stem}.<ext>, ext one of {_SUFFIX_TEXT})",
+                "add its image, or remove the mask",
+            )
     return items
 
 
-def scan_segmentation(root: str | os.PathLike, datasets: list[str], value_map: Mapping[int, int] | None = None,
-                      check_images: bool = True, max_pixels: int = MAX_PIXELS) -> tuple[list[Item], Report]:
+def scan_segmentation(
+    root: str | os.PathLike,
+    datasets: list[str],
+    value_map: Mapping[int, int] | None = None,
+    check_images: bool = True,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[list[Item], Report]:
     """Scan the datasets of a segmentation root; ``value_map`` (stored value -> class id) enables the
     value check. Returns ``(items, report)``: one Item per usable pair (``target`` = mask path),
     sorted by (dataset, image name), and every problem found."""

@@ -33,8 +33,14 @@ class SegmentationLoss(nn.Module):
       ``alpha`` weighs false negatives, ``beta`` false positives: alpha > beta favours recall of small lesions.
     """
 
-    def __init__(self, kind: str = "ce_dice", weight: list[float] | None = None, gamma: float = 2.0,
-                 smooth: float = 1.0, tversky: tuple[float, float, float] = (0.7, 0.3, 4 / 3)):
+    def __init__(
+        self,
+        kind: str = "ce_dice",
+        weight: list[float] | None = None,
+        gamma: float = 2.0,
+        smooth: float = 1.0,
+        tversky: tuple[float, float, float] = (0.7, 0.3, 4 / 3),
+    ):
         super().__init__()
         if kind not in LOSSES:
             raise ValueError(f"unknown segmentation loss {kind!r}; use one of {', '.join(LOSSES)}")

@@ -26,14 +26,31 @@ from dermdl.bootstrap import bootstrap_indices, format_value, with_ci
 
 BINS = 100
 ISIC_THRESHOLD = 0.65
-CLASS_METRICS = ("dice", "dice_pooled", "iou", "iou_pooled", "thresholded_jaccard",
-                 "precision", "recall", "specificity", "auc")
+CLASS_METRICS = (
+    "dice",
+    "dice_pooled",
+    "iou",
+    "iou_pooled",
+    "thresholded_jaccard",
+    "precision",
+    "recall",
+    "specificity",
+    "auc",
+)
 OVERALL_METRICS = ("pixel_accuracy", "dice_foreground", "iou_foreground")
 LABELS = {
-    "dice": "Dice", "dice_pooled": "Dice (pooled)", "iou": "IoU", "iou_pooled": "IoU (pooled)",
-    "thresholded_jaccard": "Thresholded Jaccard", "precision": "Precision", "recall": "Recall",
-    "specificity": "Specificity", "auc": "AUC", "pixel_accuracy": "Pixel accuracy",
-    "dice_foreground": "Dice (foreground mean)", "iou_foreground": "IoU (foreground mean)",
+    "dice": "Dice",
+    "dice_pooled": "Dice (pooled)",
+    "iou": "IoU",
+    "iou_pooled": "IoU (pooled)",
+    "thresholded_jaccard": "Thresholded Jaccard",
+    "precision": "Precision",
+    "recall": "Recall",
+    "specificity": "Specificity",
+    "auc": "AUC",
+    "pixel_accuracy": "Pixel accuracy",
+    "dice_foreground": "Dice (foreground mean)",
+    "iou_foreground": "IoU (foreground mean)",
 }
 _CHUNK = 250  # resamples per block: bounds the (resamples x images) working arrays
 
@@ -71,8 +88,15 @@ def per_image(cm: np.ndarray) -> dict[str, np.ndarray]:
     fn = cm.sum(axis=2) - tp
     tn = cm.sum(axis=(1, 2))[:, None] - tp - fp - fn
     iou = _divide(tp, tp + fp + fn)
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "dice": _divide(2 * tp, 2 * tp + fp + fn), "iou": iou,
-            "thresholded_jaccard": np.where(np.isnan(iou), np.nan, np.where(iou < ISIC_THRESHOLD, 0.0, iou))}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "dice": _divide(2 * tp, 2 * tp + fp + fn),
+        "iou": iou,
+        "thresholded_jaccard": np.where(np.isnan(iou), np.nan, np.where(iou < ISIC_THRESHOLD, 0.0, iou)),
+    }
 
 
 def _weighted_mean(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -114,8 +138,15 @@ def resample_metrics(cm: np.ndarray, hist: np.ndarray | None, weights: np.ndarra
     return out
 
 
-def segmentation_metrics(cm: np.ndarray, hist: np.ndarray | None, classes: Sequence[str], n_boot: int = 1000,
-                         ci: float = 0.95, seed: int = 0, indices: np.ndarray | None = None) -> dict[str, Any]:
+def segmentation_metrics(
+    cm: np.ndarray,
+    hist: np.ndarray | None,
+    classes: Sequence[str],
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    indices: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Metrics dict: ``n`` images, ``pixels``, ``overall``, ``per_class`` (values with CIs as
     value/lo/hi), ``pixel_confusion`` (truth -> prediction -> pixels) and ``bootstrap`` settings."""
     cm = np.asarray(cm)
@@ -126,7 +157,7 @@ def segmentation_metrics(cm: np.ndarray, hist: np.ndarray | None, classes: Seque
     point = resample_metrics(cm, hist, np.ones((1, n)))
     parts = []
     for start in range(0, len(idx), _CHUNK):
-        block = idx[start:start + _CHUNK]
+        block = idx[start : start + _CHUNK]
         rows = np.arange(len(block))[:, None]
         weights = np.bincount((rows * n + block).ravel(), minlength=len(block) * n).reshape(len(block), n)
         parts.append(resample_metrics(cm, hist, weights))
@@ -136,8 +167,9 @@ def segmentation_metrics(cm: np.ndarray, hist: np.ndarray | None, classes: Seque
         "n": int(n),
         "pixels": int(total.sum()),
         "overall": {m: with_ci(point[m][0], boot[m], ci) for m in OVERALL_METRICS},
-        "per_class": {cls: {m: with_ci(point[m][0, c], boot[m][:, c], ci) for m in CLASS_METRICS}
-                      for c, cls in enumerate(classes)},
+        "per_class": {
+            cls: {m: with_ci(point[m][0, c], boot[m][:, c], ci) for m in CLASS_METRICS} for c, cls in enumerate(classes)
+        },
         "pixel_confusion": {t: {p: int(total[i, j]) for j, p in enumerate(classes)} for i, t in enumerate(classes)},
         "bootstrap": {"n_boot": int(len(idx)), "ci": float(ci), "seed": int(seed)},
     }
@@ -177,8 +209,12 @@ def format_table(metrics: dict[str, Any], title: str = "Segmentation metrics", d
     greppable line per value with its CI (``Dice lesion: 0.91 (0.89-0.93)``)."""
     boot = metrics.get("bootstrap", {})
     ci_text = f"{100 * boot['ci']:g}% bootstrap CI over images, {boot['n_boot']} resamples" if boot else "CI"
-    lines = [title, "=" * len(title),
-             f"n = {metrics['n']} images, {metrics.get('pixels', 0):,} pixels; values: point ({ci_text})", ""]
+    lines = [
+        title,
+        "=" * len(title),
+        f"n = {metrics['n']} images, {metrics.get('pixels', 0):,} pixels; values: point ({ci_text})",
+        "",
+    ]
     width = max(len(LABELS[m]) for m in OVERALL_METRICS) + 1
     lines += [f"{LABELS[m] + ':':<{width}} {format_value(metrics['overall'].get(m), digits)}" for m in OVERALL_METRICS]
     classes = list(metrics["per_class"])
@@ -188,20 +224,28 @@ def format_table(metrics: dict[str, Any], title: str = "Segmentation metrics", d
     lines += ["", header, "-" * len(header)]
     for cls in classes:
         vals = metrics["per_class"][cls]
-        cells = [(f"{vals[m]['value']:.{digits}f}" if vals.get(m, {}).get("value") is not None else "n/a")
-                 for m, _ in cols]
+        cells = [
+            (f"{vals[m]['value']:.{digits}f}" if vals.get(m, {}).get("value") is not None else "n/a") for m, _ in cols
+        ]
         lines.append("  ".join([f"{cls:<{name_w}}"] + [f"{c:<{w}}" for c, (_, w) in zip(cells, cols)]).rstrip())
     confusion = metrics.get("pixel_confusion")
     if confusion:
         total = max(1, sum(sum(row.values()) for row in confusion.values()))
         cell_w = max(8, name_w)
-        lines += ["", "Pixel confusion (% of all pixels; rows = truth, columns = prediction)",
-                  " " * (name_w + 2) + "  ".join(f"{c:>{cell_w}}" for c in classes)]
+        lines += [
+            "",
+            "Pixel confusion (% of all pixels; rows = truth, columns = prediction)",
+            " " * (name_w + 2) + "  ".join(f"{c:>{cell_w}}" for c in classes),
+        ]
         for t in classes:
-            lines.append(f"{t:<{name_w}}  " + "  ".join(f"{100 * confusion[t][p] / total:>{cell_w}.2f}"
-                                                       for p in classes))
-    detail = [(f"{LABELS[m]} {cls}:", format_value(metrics["per_class"][cls].get(m), digits))
-              for m in CLASS_METRICS for cls in classes]
+            lines.append(
+                f"{t:<{name_w}}  " + "  ".join(f"{100 * confusion[t][p] / total:>{cell_w}.2f}" for p in classes)
+            )
+    detail = [
+        (f"{LABELS[m]} {cls}:", format_value(metrics["per_class"][cls].get(m), digits))
+        for m in CLASS_METRICS
+        for cls in classes
+    ]
     label_w = max(len(label) for label, _ in detail)
     lines += ["", "Details:"] + [f"{label:<{label_w}} {value}" for label, value in detail]
     return "\n".join(lines) + "\n"

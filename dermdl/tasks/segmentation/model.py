@@ -52,8 +52,10 @@ def timm_encoder(backbone: nn.Module, arch: str = "model") -> nn.Sequential:
         except Exception as exc:  # a non-sequential forward fails in many ways
             problem = f"{type(exc).__name__}: {exc}"
     if problem:
-        raise ValueError(f"train.model {arch!r} cannot be used as a U-Net encoder ({problem}); use a CNN such "
-                         "as efficientnet_lite0, efficientnet_b0, resnet34 or convnext_tiny")
+        raise ValueError(
+            f"train.model {arch!r} cannot be used as a U-Net encoder ({problem}); use a CNN such "
+            "as efficientnet_lite0, efficientnet_b0, resnet34 or convnext_tiny"
+        )
     return encoder
 
 

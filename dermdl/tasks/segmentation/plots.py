@@ -18,10 +18,27 @@ from matplotlib.figure import Figure
 
 from dermdl.figures import save_figure
 
-BAR_METRICS = (("dice", "Dice"), ("iou", "IoU"), ("thresholded_jaccard", "Thr. Jaccard"),
-               ("precision", "Precision"), ("recall", "Recall"), ("specificity", "Specificity"))
-COLOURS = np.array([(0, 0, 0), (255, 48, 48), (40, 150, 255), (255, 200, 0), (0, 200, 120),
-                    (200, 80, 255), (255, 120, 200), (140, 90, 40)], dtype=np.uint8)
+BAR_METRICS = (
+    ("dice", "Dice"),
+    ("iou", "IoU"),
+    ("thresholded_jaccard", "Thr. Jaccard"),
+    ("precision", "Precision"),
+    ("recall", "Recall"),
+    ("specificity", "Specificity"),
+)
+COLOURS = np.array(
+    [
+        (0, 0, 0),
+        (255, 48, 48),
+        (40, 150, 255),
+        (255, 200, 0),
+        (0, 200, 120),
+        (200, 80, 255),
+        (255, 120, 200),
+        (140, 90, 40),
+    ],
+    dtype=np.uint8,
+)
 
 
 def plot_metric_bars(metrics: dict[str, Any], path: str | os.PathLike, title: str) -> None:
@@ -40,8 +57,9 @@ def plot_metric_bars(metrics: dict[str, Any], path: str | os.PathLike, title: st
             ok = None not in (v, lo, hi)
             err[0].append(max(0.0, v - lo) if ok else 0.0)
             err[1].append(max(0.0, hi - v) if ok else 0.0)
-        ax.bar(x - 0.4 + width * (j + 0.5), vals, width, yerr=np.array(err), capsize=2, label=label,
-               error_kw={"lw": 0.8})
+        ax.bar(
+            x - 0.4 + width * (j + 0.5), vals, width, yerr=np.array(err), capsize=2, label=label, error_kw={"lw": 0.8}
+        )
     ax.set_xticks(x, classes)
     ax.set_ylim(0, 1.05)
     ax.set_ylabel(f"value ({100 * metrics['bootstrap']['ci']:g}% CI over images)")
@@ -64,8 +82,15 @@ def plot_pixel_confusion(confusion: dict[str, dict[str, int]], path: str | os.Pa
     fig.colorbar(image, ax=ax, label="% of the true class's pixels")
     for i in range(len(classes)):
         for j in range(len(classes)):
-            ax.text(j, i, f"{int(counts[i, j]):,}\n{pct[i, j]:.1f}%", ha="center", va="center", fontsize=8,
-                    color="white" if pct[i, j] > 60 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(counts[i, j]):,}\n{pct[i, j]:.1f}%",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if pct[i, j] > 60 else "black",
+            )
     ax.set_xticks(range(len(classes)), classes)
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
@@ -74,8 +99,13 @@ def plot_pixel_confusion(confusion: dict[str, dict[str, int]], path: str | os.Pa
     save_figure(fig, path, dpi=110)
 
 
-def plot_gallery(panels: Sequence[np.ndarray], captions: Sequence[str], path: str | os.PathLike, title: str,
-                 columns: Sequence[str] = ("image", "ground truth", "prediction")) -> None:
+def plot_gallery(
+    panels: Sequence[np.ndarray],
+    captions: Sequence[str],
+    path: str | os.PathLike,
+    title: str,
+    columns: Sequence[str] = ("image", "ground truth", "prediction"),
+) -> None:
     """One row per case: an overlay panel (image | truth | prediction) with its caption."""
     if not panels:
         return
@@ -85,8 +115,10 @@ def plot_gallery(panels: Sequence[np.ndarray], captions: Sequence[str], path: st
     for row, (panel, caption) in enumerate(zip(panels, captions)):
         ax = fig.add_subplot(len(panels), 1, row + 1)
         ax.imshow(panel, interpolation="nearest")
-        ax.set_xticks([panel.shape[1] * (i + 0.5) / len(columns) for i in range(len(columns))],
-                      list(columns) if row == 0 else [""] * len(columns))
+        ax.set_xticks(
+            [panel.shape[1] * (i + 0.5) / len(columns) for i in range(len(columns))],
+            list(columns) if row == 0 else [""] * len(columns),
+        )
         ax.xaxis.set_ticks_position("top")
         ax.tick_params(length=0, labelsize=8)
         ax.set_yticks([])

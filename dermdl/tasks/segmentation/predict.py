@@ -34,22 +34,24 @@ class SegPrediction:
 
 
 @torch.inference_mode()
-def predict(model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 16,
-            tta: str = "none") -> list[SegPrediction]:
+def predict(
+    model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], bs: int = 16, tta: str = "none"
+) -> list[SegPrediction]:
     """Probabilities for any images, prepared or raw: the training geometry is re-applied."""
     device = next(model.parameters()).device
     model.eval()
     out: list[SegPrediction] = []
     for start in range(0, len(paths), bs):
-        images = [open_source(p, config.color_constancy) for p in paths[start:start + bs]]
+        images = [open_source(p, config.color_constancy) for p in paths[start : start + bs]]
         batch = torch.stack([to_input_tensor(im, config) for im in images]).to(device)
         probs = softmax_tta(model, batch, tta, spatial=True).cpu().numpy().astype(np.float16)
         out += [SegPrediction(p, *im.size) for p, im in zip(probs, images)]
     return out
 
 
-def pseudo_label(model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any,
-                 work_dir: Path) -> list[dict]:
+def pseudo_label(
+    model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any, work_dir: Path
+) -> list[dict]:
     """Self-training: the teacher's class ids of each weakly labelled image, at the prepared size, in
     ``work_dir/targets.npy``; the records point training there (``target_arrays``, ``target_row``)."""
     size = config.preprocess_size
@@ -73,8 +75,9 @@ def _unique_stem(source: str, used: set[str]) -> str:
     return name
 
 
-def write_predictions(records: Sequence[dict], preds: Sequence[SegPrediction], config: ModelConfig,
-                      out_dir: Path, name: str) -> Path:
+def write_predictions(
+    records: Sequence[dict], preds: Sequence[SegPrediction], config: ModelConfig, out_dir: Path, name: str
+) -> Path:
     """``<name>/masks/<stem>.png`` at the ORIGINAL resolution in the stored value convention,
     ``<name>/overlays/<stem>.png`` (image | truth | prediction at the prepared size) and
     ``<name>.csv``: one row per image, with per-image Dice/IoU and pixel counts when the truth is known."""
@@ -93,8 +96,13 @@ def write_predictions(records: Sequence[dict], preds: Sequence[SegPrediction], c
         small = resize_probs(pred.probs, config.preprocess_size).argmax(axis=0)
         truth_small = prepared_classes(vmap, record) if "mask_full" in record else None
         write_png(folder / "overlays" / f"{stem}.png", panels(image, small, truth_small))
-        row: dict[str, Any] = {"image": record["source"], "mask": f"{name}/{MASKS}/{stem}.png",
-                               "overlay": f"{name}/overlays/{stem}.png", "width": width, "height": height}
+        row: dict[str, Any] = {
+            "image": record["source"],
+            "mask": f"{name}/{MASKS}/{stem}.png",
+            "overlay": f"{name}/overlays/{stem}.png",
+            "width": width,
+            "height": height,
+        }
         counts = np.bincount(labels.ravel(), minlength=k)
         row |= {f"area_{cls}": counts[c] / labels.size for c, cls in enumerate(classes)}
         if "mask_full" in record:
