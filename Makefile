@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make demo   install into .venv, run the whole DVC pipeline on the embedded demo data, print the table
-#   make test   install into .venv, run the test suite
+#   make test   install into .venv, lint (ruff, mypy), run the test suite
 # Both are idempotent: with nothing changed, a second run installs nothing and `dvc repro` does no work.
 
 PYTHON ?= python3
@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 install: $(STAMP)
 
@@ -25,7 +25,13 @@ demo: $(STAMP)
 	dvc repro
 	@cat outputs/summary.txt
 
-test: $(STAMP)
+# ruff (lint + format) and mypy: pyproject.toml holds their settings; `ruff format .` fixes formatting
+lint: $(STAMP)
+	$(BIN)/ruff check dermdl tests bench stages
+	$(BIN)/ruff format --check dermdl tests bench stages
+	$(BIN)/mypy
+
+test: lint
 	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 bench: $(STAMP)

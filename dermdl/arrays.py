@@ -130,7 +130,7 @@ class PreparedImages(Sequence):
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
             return list(self.store.take(list(range(self.n))[index]).numpy()) if self.store else []
-        if not -self.n <= index < self.n:
+        if self.store is None or not -self.n <= index < self.n:  # no store: no records
             raise IndexError(index)
         return self.store.take([index % self.n])[0].numpy()
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +36,22 @@ def augmentation(train: Any, boxes: bool = False) -> Augmentation | None:
     )
 
 
+Y = TypeVar("Y")
+
+
+class Targets(Protocol[Y]):
+    """A task's targets of type ``Y`` in a batch: gathered by position, moved to the device, and following
+    the images through the resize and the augmentation."""
+
+    def take(self, positions: list[int]) -> Y: ...
+
+    def to(self, y: Y, device: torch.device) -> Y: ...
+
+    def resize(self, x: torch.Tensor, y: Y, size: int) -> tuple[torch.Tensor, Y]: ...
+
+    def augment(self, x: torch.Tensor, y: Y, aug: Augmentation) -> tuple[torch.Tensor, Y]: ...
+
+
 class Labels:
     """One class index per image."""
 
@@ -49,10 +65,10 @@ class Labels:
     def to(self, y: torch.Tensor, device: torch.device) -> torch.Tensor:
         return y.to(device, non_blocking=True)
 
-    def resize(self, x: torch.Tensor, y: torch.Tensor, size: int):
+    def resize(self, x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         return _resize(x, size), y
 
-    def augment(self, x: torch.Tensor, y: torch.Tensor, aug: Augmentation):
+    def augment(self, x: torch.Tensor, y: torch.Tensor, aug: Augmentation) -> tuple[torch.Tensor, torch.Tensor]:
         return augment_batch(x, aug)[0], y
 
 
@@ -71,20 +87,20 @@ class Masks(Labels):
     def to(self, y: torch.Tensor, device: torch.device) -> torch.Tensor:
         return y.to(device, non_blocking=True).long()
 
-    def resize(self, x: torch.Tensor, y: torch.Tensor, size: int):
+    def resize(self, x: torch.Tensor, y: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         return _resize(x, size), F.interpolate(y[:, None].float(), size=(size, size), mode="nearest")[:, 0].long()
 
-    def augment(self, x: torch.Tensor, y: torch.Tensor, aug: Augmentation):
+    def augment(self, x: torch.Tensor, y: torch.Tensor, aug: Augmentation) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, _ = augment_batch(x, aug, masks=y)
         return x, y
 
 
-class Boxes(Labels):
+class Boxes:
     """torchvision targets: ``boxes`` (xyxy, prepared pixels) and ``labels`` (1..K) per image."""
 
     def __init__(self, records: Sequence[dict], classes: list[str]):
         index = {name: i + 1 for i, name in enumerate(classes)}
-        self.targets = []
+        self.targets: list[dict[str, torch.Tensor]] = []
         for record in records:
             objects = [o for o in record["target"] if not o.get("iscrowd")]
             self.targets.append(
@@ -100,11 +116,11 @@ class Boxes(Labels):
     def to(self, y: list[dict], device: torch.device) -> list[dict]:
         return [{k: v.to(device) for k, v in t.items()} for t in y]
 
-    def resize(self, x: torch.Tensor, y: list[dict], size: int):
+    def resize(self, x: torch.Tensor, y: list[dict], size: int) -> tuple[torch.Tensor, list[dict]]:
         factor = size / x.shape[-1]
         return _resize(x, size), [{**t, "boxes": t["boxes"] * factor} for t in y]
 
-    def augment(self, x: torch.Tensor, y: list[dict], aug: Augmentation):
+    def augment(self, x: torch.Tensor, y: list[dict], aug: Augmentation) -> tuple[torch.Tensor, list[dict]]:
         x, _, boxes = augment_batch(x, aug, boxes=[t["boxes"] for t in y])
         return x, [{**t, "boxes": b} for t, b in zip(y, boxes)]
 
@@ -122,7 +138,7 @@ class ArrayLoader:
     def __init__(
         self,
         records: Sequence[dict],
-        targets: Labels,
+        targets: Targets[Any],
         bs: int,
         input_size: int,
         norm: tuple[Sequence[float], Sequence[float]] | None,
@@ -188,7 +204,7 @@ class ArrayLoader:
 def array_dataloaders(
     train: Sequence[dict],
     valid: Sequence[dict],
-    targets: type | Any,
+    targets: Callable[..., Targets[Any]],
     params: Any,
     norm: Any,
     aug: Augmentation | None,

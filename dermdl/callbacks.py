@@ -62,7 +62,9 @@ class Monitor(TrackerCallback):
     def __init__(self, monitor: str, min_delta: float, patience: int, keep_best: bool):
         super().__init__(monitor=monitor, min_delta=min_delta, reset_on_fit=False)
         self.patience, self.keep_best = patience, keep_best
-        self.wait, self.stopped, self.best_state, self.best_epoch, self.epochs_seen = 0, False, None, None, 0
+        self.wait, self.stopped, self.epochs_seen = 0, False, 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_epoch: int | None = None
         self.skip = 0  # epochs of the current fit fast-forwarded on resume
 
     STATE = ("best", "wait", "stopped", "best_state", "best_epoch", "epochs_seen")

@@ -57,7 +57,9 @@ def _loaders(dls: Any) -> list:
 
 def capture_rng(dls: Any = None) -> dict:
     """Every generator a run draws from; ``dls``: also those of a learner's data loaders."""
-    numpy_state = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)  # the global generator is MT19937: always the legacy tuple
+    if not isinstance(numpy_state, tuple):
+        raise TypeError(f"numpy's global generator is not MT19937: {numpy_state.get('bit_generator')!r}")
     rng = {
         "torch": torch.get_rng_state(),
         "python": _python_state(random.getstate()),

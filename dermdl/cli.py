@@ -33,7 +33,7 @@ THESIS_FLAGS: dict[str, tuple[str, Any]] = {
     "--epochs": ("train.epochs", int),
     "--fepochs": ("train.fepochs", int),
     "--lr": ("train.lr", float),
-    "--model": ("train.model", str),
+    "--model": ("{task}.model", str),
     "--seed": ("train.seed", int),
 }
 STAGES = ("validate", "preprocess", "train", "infer", "analyze")

@@ -146,9 +146,11 @@ def masks_to_coco(
     summary: dict[str, Any] = {}
     with atomic_dir(out) as tmp:
         for name in names:
-            images, annotations = [], []
+            images: list[dict[str, Any]] = []
+            annotations: list[dict[str, Any]] = []
             for item in (i for i in items if i.dataset == name):
-                classes = value_map.to_classes(open_mask(item.target), item.target)
+                mask_path = item.labelled_target()
+                classes = value_map.to_classes(open_mask(mask_path), mask_path)
                 height, width = classes.shape
                 images.append({"id": len(images) + 1, "file_name": item.path.name, "width": width, "height": height})
                 for obj in mask_to_objects(classes, len(codes), fmt, tolerance, min_area):
@@ -196,7 +198,7 @@ def coco_to_masks(root: str | Path, out: str | Path, params: Any, datasets: list
         for name in names:
             stems: dict[str, Path] = {}
             for item in (i for i in items if i.dataset == name):
-                target = decode_target(item.target)
+                target = decode_target(item.labelled_target())
                 image = target["image"]
                 stem = Path(image["file_name"]).stem
                 if stem in stems:

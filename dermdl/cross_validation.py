@@ -94,7 +94,7 @@ def cross_validate(
             print(f"train: cross-validation fold {index + 1}/{k}: {len(train)} training, {len(valid)} held-out images")
             model, config = _fold(task, params, train, valid, classes, work, weak)
             shutil.copytree(work, fold_dir, ignore=shutil.ignore_patterns("checkpoint", "model", "done.json"))
-            preds = task.predict(model, config, PreparedImages(valid), params.infer.bs, params.tta)
+            preds = task.predict(model, config, PreparedImages(valid), params.infer.bs, params.training_tta)
             task.write_predictions(valid, preds, config, fold_dir / "predictions", "held_out")
             per_fold_full.append(task.analyze(fold_dir / "predictions", "held_out", config, params, fold_dir / "plots"))
             held_out += valid

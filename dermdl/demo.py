@@ -292,7 +292,9 @@ def generate_demo(
             # layouts with annotation files (COCO) get the annotated sets only, plus lesion-free images
             annotated = [n for n, layout in layouts.items() if layout.annotations and ds in ANNOTATED_DATASETS]
             coco: dict[str, tuple[list, list]] = {n: ([], []) for n in annotated}
-            jobs = [(c, cls, i) for c, cls in enumerate(CLASSES) for i in range(counts[ds])]
+            jobs: list[tuple[int, str | None, int]] = [
+                (c, cls, i) for c, cls in enumerate(CLASSES) for i in range(counts[ds])
+            ]
             if annotated:
                 jobs += [(len(CLASSES), None, i) for i in range(n_negative)]
             for c, cls, i in jobs:

@@ -52,10 +52,13 @@ def softmax_tta(model: torch.nn.Module, batch: torch.Tensor, tta: str, spatial: 
     """Softmax over dim 1, averaged over the TTA views; ``spatial`` outputs are un-viewed before averaging."""
     if tta not in TTA_VIEWS:
         raise ValueError(f"infer.tta={tta!r}: choose one of {', '.join(TTA_VIEWS)}")
-    total = None
-    for index in range(TTA_VIEWS[tta]):
+
+    def probs(index: int) -> torch.Tensor:
         # NHWC input: oneDNN's channels-last convolutions, ~2x faster on CPU (a no-op for the result)
-        probs = torch.softmax(model(view(batch, index).contiguous(memory_format=torch.channels_last)).float(), dim=1)
-        probs = unview(probs, index) if spatial else probs
-        total = probs if total is None else total + probs
+        p = torch.softmax(model(view(batch, index).contiguous(memory_format=torch.channels_last)).float(), dim=1)
+        return unview(p, index) if spatial else p
+
+    total = probs(0)
+    for index in range(1, TTA_VIEWS[tta]):
+        total = total + probs(index)
     return total / TTA_VIEWS[tta]

@@ -100,7 +100,8 @@ def load_backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor], sou
         if tensor.shape != target[dst_key].shape:
             raise ValueError(
                 f"{source}: weights do not fit {type(backbone).__name__}: tensor {src_key} {tuple(tensor.shape)} "
-                f"vs {dst_key} {tuple(target[dst_key].shape)}; check train.model matches the weights file"
+                f"vs {dst_key} {tuple(target[dst_key].shape)}; check that the model name "
+                "(classification.model / segmentation.model) matches the weights file"
             )
         mapped[dst_key] = tensor
     if len(mapped) != len(target_keys):
@@ -116,6 +117,11 @@ def _read_weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def _packaged_norm() -> tuple[list[float], list[float]]:
+    mean, std = _PACKAGED_NORM
+    return list(mean), list(std)
+
+
 def create_backbone(arch: str, pretrained: bool | str) -> tuple[nn.Module, tuple[list[float], list[float]]]:
     """Build a timm feature extractor and return it with the normalisation its weights expect.
 
@@ -126,19 +132,19 @@ def create_backbone(arch: str, pretrained: bool | str) -> tuple[nn.Module, tuple
 
     arch = resolve_arch(arch)
     backbone = timm.create_model(arch, pretrained=False, num_classes=0)
-    cfg = backbone.pretrained_cfg
+    cfg: dict[str, Any] = backbone.pretrained_cfg  # type: ignore[assignment]  # timm: returns nn.Module; pretrained_cfg untyped
     norm = (list(cfg.get("mean", (0.485, 0.456, 0.406))), list(cfg.get("std", (0.229, 0.224, 0.225))))
     if pretrained is False:
         return backbone, norm
     if isinstance(pretrained, str):
         load_backbone_state(backbone, _read_weights(Path(pretrained)), pretrained)
         if arch in PACKAGED_WEIGHTS:
-            norm = tuple(list(v) for v in _PACKAGED_NORM)
+            norm = _packaged_norm()
         return backbone, norm
     if arch in PACKAGED_WEIGHTS:
         path = PACKAGED_WEIGHTS[arch]()
         load_backbone_state(backbone, _read_weights(path), str(path))
-        return backbone, tuple(list(v) for v in _PACKAGED_NORM)
+        return backbone, _packaged_norm()
     try:
         backbone = timm.create_model(arch, pretrained=True, num_classes=0)
     except Exception as exc:  # network, hub or missing-weights errors all mean the same to the user

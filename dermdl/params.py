@@ -7,8 +7,9 @@ work starts, with one message per problem naming the key and how to fix it.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -21,6 +22,9 @@ from pydantic import (
 )
 
 from dermdl.errors import ParamsError
+
+if TYPE_CHECKING:
+    from pydantic_core import ErrorDetails
 
 RESIZE_POLICIES = ("squish", "pad", "crop")
 
@@ -80,10 +84,10 @@ class PreprocessParams(_Section):
 
 
 class TrainParams(_Section):
-    """Schedule, model and augmentation; ``recipe`` names the schedule (dermdl.schedule.RECIPES)."""
+    """The schedule and its procedures, the same for every task; ``recipe`` names the schedule
+    (dermdl.schedule.RECIPES). What a task builds and optimises lives in its own section."""
 
-    model: str = "efficientnet_lite0"
-    pretrained: bool | str = True
+    pretrained: bool | str = True  # the network's starting weights: ImageNet (true), none (false) or a file
     input_size: int = Field(128, ge=8, le=4096)
     bs: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, le=10)
@@ -103,11 +107,6 @@ class TrainParams(_Section):
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adamw"
     wd: float = Field(0.01, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    loss: Literal["ce", "focal", "focal_ce", "label_smoothing"] = "ce"  # classification loss
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    focal_gamma: float = Field(2.0, ge=0)
-    class_weights: Literal["none", "balanced"] = "balanced"
-    head_dropout: float = Field(0.5, ge=0, lt=1)  # classification head: dropout before its last layer
     deterministic: bool = True  # seeded, deterministic kernels: same seed -> same model and metrics
     # Splits: k-fold cross-validation estimate before the final model; full_data = no validation split.
     cv_folds: int = Field(0, ge=0, le=50)
@@ -126,21 +125,15 @@ class TrainParams(_Section):
     progressive_resizing: tuple[float, ...] = ()  # e.g. [0.5, 1.0]: the schedule once per size factor
     mixup: float = Field(0.0, ge=0)  # MixUp alpha; 0 = off
     oversample: bool = False  # draw training images with class-balanced probabilities
+    # Views averaged when training itself predicts (cross-validation held-out folds, pseudo-labels);
+    # infer.tta is for the test sets and never changes the model.
+    tta: Literal["auto", "none", "flips", "dihedral"] = "auto"
     # Hardware: mixed precision applies on CUDA only (CPU trains in fp32); channels_last everywhere.
     mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
     # Data-parallel: torchrun = the train stage launches itself under torchrun with nproc processes.
     launcher: Literal["none", "torchrun"] = "none"
     nproc: int = Field(2, ge=1, le=1024)
-
-    @field_validator("model")
-    @classmethod
-    def _known_model(cls, value: str) -> str:
-        from dermdl.model_names import (
-            check_model_name,  # torch-free: the pinned timm's names
-        )
-
-        return check_model_name(value)  # raises ValueError with suggestions
 
     @field_validator("cv_folds")
     @classmethod
@@ -178,6 +171,34 @@ class TrainParams(_Section):
         return value
 
 
+def _timm_model(value: str) -> str:
+    from dermdl.model_names import check_model_name  # torch-free: the pinned timm's names
+
+    return check_model_name(value)  # raises ValueError with suggestions
+
+
+class ClassificationParams(_Section):
+    """One label per image: the network, its loss and its head."""
+
+    moved_from_train: ClassVar[tuple[str, ...]] = (
+        "model",
+        "loss",
+        "label_smoothing",
+        "focal_gamma",
+        "class_weights",
+        "head_dropout",
+    )  # train.<key> of dermdl 0.1 (still read, with a note, until 0.3)
+
+    model: str = "efficientnet_lite0"  # a timm architecture (efficientnet-pytorch names work too)
+    loss: Literal["ce", "focal", "focal_ce", "label_smoothing"] = "ce"
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    focal_gamma: float = Field(2.0, ge=0)
+    class_weights: Literal["none", "balanced"] = "balanced"
+    head_dropout: float = Field(0.5, ge=0, lt=1)  # dropout before the head's last layer
+
+    _known_model = field_validator("model")(classmethod(lambda cls, value: _timm_model(value)))
+
+
 class SegmentationParams(_Section):
     """Lesion masks: class names and how stored mask pixel values map onto class ids.
 
@@ -187,6 +208,8 @@ class SegmentationParams(_Section):
     with the FIRST stored value listed for each class (default: 0 and 255).
     """
 
+    moved_from_train: ClassVar[tuple[str, ...]] = ("model",)  # train.model of dermdl 0.1 (read until 0.3)
+    model: str = "efficientnet_lite0"  # the U-Net's encoder: a timm CNN
     codes: tuple[str, ...] = ("skin", "lesion")
     mask_values: dict[int, int] | None = None
     loss: Literal["ce", "dice", "ce_dice", "focal", "focal_tversky"] = "ce_dice"
@@ -194,6 +217,8 @@ class SegmentationParams(_Section):
     tversky_alpha: float = Field(0.7, ge=0)  # focal_tversky: weight of false negatives
     tversky_beta: float = Field(0.3, ge=0)  # ... of false positives
     tversky_gamma: float = Field(4 / 3, ge=1)  # focal exponent: loss = (1 - TI)^(1/gamma)
+
+    _known_model = field_validator("model")(classmethod(lambda cls, value: _timm_model(value)))
 
     @field_validator("codes")
     @classmethod
@@ -278,6 +303,7 @@ class Params(_Section):
     demo: DemoParams = DemoParams()
     preprocess: PreprocessParams = PreprocessParams()
     train: TrainParams = TrainParams()
+    classification: ClassificationParams = ClassificationParams()
     segmentation: SegmentationParams = SegmentationParams()
     detection: DetectionParams = DetectionParams()
     infer: InferParams = InferParams()
@@ -333,19 +359,76 @@ class Params(_Section):
         """``infer.tta`` with ``auto`` resolved for this task."""
         return resolved_tta(self.infer.tta, self.task)
 
+    @property
+    def training_tta(self) -> str:
+        """``train.tta`` with ``auto`` resolved: the views training averages when it predicts."""
+        return resolved_tta(self.train.tta, self.task)
+
+    @property
+    def model(self) -> str:
+        """The network the task section names (``<task>.model``); empty for a task without a section."""
+        section = getattr(self, self.task, None) if self.task in type(self).model_fields else None
+        return str(getattr(section, "model", ""))
+
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
     def override(self, updates: dict[str, Any]) -> Params:
         """Return a copy with dotted-key updates (``{"train.lr": 1e-3}``), validated again."""
         raw = self.to_dict()
+        task = updates.get("task", self.task)
         for dotted, value in updates.items():
+            dotted = _moved_to(dotted.replace("{task}", str(task)), str(task))
             node = raw
             *parents, leaf = dotted.split(".")
             for key in parents:
                 node = node.setdefault(key, {})
             node[leaf] = value
         return params_from_dict(raw, source="command line")
+
+
+_NOTED: set[str] = set()
+
+
+def _moved_to(old: str, task: str) -> str:
+    """The current spelling of ``old``: a ``train.*`` key a task section took over (its
+    ``moved_from_train``) becomes ``<section>.<key>``, noted once; any other key is itself."""
+    section, _, leaf = old.partition(".")
+    if section != "train":
+        return old
+    homes = [
+        name for name, field in Params.model_fields.items() if leaf in getattr(field.annotation, "moved_from_train", ())
+    ]
+    if not homes:
+        return old
+    new = f"{task if task in homes else homes[0]}.{leaf}"
+    if new not in _NOTED:
+        _NOTED.add(new)
+        print(f"params: {old} is now {new} (the old key works until dermdl 0.3; rename it)", file=sys.stderr)
+    return new
+
+
+def _migrate(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Move ``train.*`` keys that a task section took over into it; both spellings at once is an error.
+    Returns the new dict and new key -> old key, so errors can name the key the user wrote."""
+    train = raw.get("train")
+    if not isinstance(train, dict):
+        return raw, {}
+    task = str(raw.get("task", "classification"))
+    moved = {key: _moved_to(f"train.{key}", task) for key in train}
+    moved = {key: new for key, new in moved.items() if new != f"train.{key}"}
+    if not moved:
+        return raw, {}
+    raw, train = dict(raw), dict(train)
+    for key, new in moved.items():
+        section, leaf = new.split(".")
+        target = dict(raw[section]) if isinstance(raw.get(section), dict) else {}
+        if leaf in target:
+            raise ParamsError(f"train.{key} and {new} are both set; keep only {new}")
+        target[leaf] = train.pop(key)
+        raw[section] = target
+    raw["train"] = train
+    return raw, {new: f"train.{key}" for key, new in moved.items()}
 
 
 # Keys earlier versions had: the error says why they went instead of only "unknown key".
@@ -363,8 +446,10 @@ def resolved_tta(tta: str, task: str) -> str:
     return "dihedral" if get_task(task).capabilities.supports("tta") else "none"
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: ErrorDetails, old_names: dict[str, str] | None = None) -> str:
     key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if old_names and key in old_names:
+        key = f"{key} (set as {old_names[key]})"
     kind = error["type"]
     if kind == "extra_forbidden" and key in RETIRED_KEYS:
         return f"{key}: no longer used — {RETIRED_KEYS[key]}"
@@ -378,10 +463,11 @@ def _describe(error: dict[str, Any]) -> str:
 
 
 def params_from_dict(raw: dict[str, Any] | None, source: str = "params") -> Params:
+    migrated, old_names = _migrate(raw or {})
     try:
-        return Params.model_validate(raw or {})
+        return Params.model_validate(migrated)
     except ValidationError as exc:
-        lines = "\n".join(f"  - {_describe(err)}" for err in exc.errors())
+        lines = "\n".join(f"  - {_describe(err, old_names)}" for err in exc.errors())
         raise ParamsError(f"{source}: {exc.error_count()} invalid parameter(s):\n{lines}") from None
 
 

@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dermdl.distributed import NoLog
+
+if TYPE_CHECKING:
+    from dvclive import Live
+    from torch.utils.tensorboard import SummaryWriter
 
 
 class RunLog:
     def __init__(self, out: Path, exp_name: str, resume_step: int | None, main: bool = True):
+        self.live: Live | NoLog
+        self.writer: SummaryWriter | NoLog
         if main:
             from dvclive import Live
             from torch.utils.tensorboard import SummaryWriter

@@ -51,6 +51,7 @@ def phases(train: Any, label: str = "") -> Iterator[Phase]:
 def fit_plan(train: Any, phase: Phase, lr: float) -> FitPlan:
     if train.recipe not in RECIPES:
         raise ValueError(f"train.recipe: unknown recipe {train.recipe!r}; use one of {', '.join(RECIPES)}")
+    lrs: float | slice
     if phase.frozen:
         lrs, what = slice(lr), "body frozen"
     elif train.recipe == "thesis":

@@ -72,7 +72,7 @@ class Session:
         train = params.train
         self.config = ModelConfig(
             task=task.name,
-            arch=train.model,
+            arch=params.model,
             classes=list(classes),
             input_size=train.input_size,
             mean=[],
@@ -235,20 +235,29 @@ class Session:
         from dermdl.checkpoint import restore_rng
 
         state, self.round_resume = self.round_resume, None
+        if state is None:
+            raise RuntimeError("resume_round: no self-training round checkpoint to resume from")
         unwrap(learn.model).load_state_dict(state.model)
         self.epochs_done, self.tune = int(state.epochs_done), int(state.tune)
         restore_rng(state.rng)
         return int(state.round), list(state.rows)
 
+    def _resumed(self) -> EpochState:
+        """The checkpoint being resumed from; asked only while one is pending (a resumed phase, a boundary)."""
+        if self.resume is None:
+            raise RuntimeError("no epoch checkpoint to resume from")
+        return self.resume
+
     def _restore_rng(self, learn) -> None:
         from dermdl.checkpoint import restore_rng
 
-        restore_rng(self.resume.rng, learn.dls)
+        restore_rng(self._resumed().rng, learn.dls)
 
     def _restore_epoch(self, learn) -> None:
         self._restore_rng(learn)
         smooth = learn.recorder.smooth_loss  # fastai's train_loss: a running mean over the whole fit
-        smooth.count, smooth.val = int(self.resume.smooth_loss[0]), self.resume.smooth_loss[1]
+        resume = self._resumed()
+        smooth.count, smooth.val = int(resume.smooth_loss[0]), resume.smooth_loss[1]
 
     def _resume_point(self, learn, epochs: int) -> int | None:
         """Epochs of the next phase already done (None: phase untouched by the checkpoint); restores state
@@ -265,9 +274,10 @@ class Session:
         return done - self.epochs_done
 
     def _load_weights(self, learn) -> None:
-        if self.monitor and self.resume.monitor and self.resume.tune == self.tune:
-            self.monitor.load(self.resume.monitor)
-        learn.model.load_state_dict(self.resume.model)
+        resume = self._resumed()
+        if self.monitor and resume.monitor and resume.tune == self.tune:
+            self.monitor.load(resume.monitor)
+        learn.model.load_state_dict(resume.model)
 
     def _at_boundary(self, learn) -> None:
         """Resume exactly where the checkpoint was taken, before anything draws a random number."""
@@ -324,7 +334,7 @@ class Session:
                 factor=train.plateau_factor,
                 min_delta=train.min_delta,
                 skip=skip,
-                resume=self.resume.plateau if skip else None,
+                resume=self._resumed().plateau if skip else None,
             )
             cbs.append(self.plateau)
         if skip:
@@ -342,8 +352,9 @@ class Session:
         if skip:  # resume mid-phase: the optimiser state saved after the last completed epoch
             from dermdl.checkpoint import load_optimizer_state
 
-            load_optimizer_state(learn.opt, self.resume.opt)
-            self.epochs_done = int(self.resume.epochs_done)
+            resume = self._resumed()
+            load_optimizer_state(learn.opt, resume.opt)
+            self.epochs_done = int(resume.epochs_done)
         timer = PhaseTimer()
         cbs = self._callbacks(phase.name, valid_records, skip) + [timer]
         plan = fit_plan(self.params.train, phase, self.lr)

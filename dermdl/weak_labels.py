@@ -32,8 +32,9 @@ def _score_round(session, model: Any, round_index: int, evaluate: Callable | Non
     if evaluate is None:
         return None
     tests = evaluate(model, session.config, round_index)
-    row = {"round": round_index, "tests": {name: overall_values(m) for name, m in tests.items()}}
-    for name, values in row["tests"].items():
+    scores = {name: overall_values(m) for name, m in tests.items()}
+    row = {"round": round_index, "tests": scores}
+    for name, values in scores.items():
         for metric, value in values.items():
             session.log.log(f"round/{name}/{metric}", value, tensorboard_step=round_index)
     session.log.next_step()

@@ -67,7 +67,7 @@ def test_thesis_flags_map_onto_params(tmp_path):
     assert params.data.root == "/d"
     assert params.data.wl_train == ("wl_a", "wl_b") and params.data.sl_tests == ("t1", "t2")
     assert (params.train.input_size, params.train.bs, params.train.epochs, params.train.fepochs) == (96, 8, 3, 2)
-    assert (params.train.lr, params.train.model, params.train.seed, params.train.exp_name) == (
+    assert (params.train.lr, params.model, params.train.seed, params.train.exp_name) == (
         1e-4,
         "efficientnet-b0",
         7,

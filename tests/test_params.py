@@ -85,7 +85,35 @@ def test_single_dataset_name_becomes_list():
 
 
 def test_efficientnet_pytorch_alias_is_accepted():
-    assert params_from_dict({"train": {"model": "efficientnet-b0"}}).train.model == "efficientnet-b0"
+    assert params_from_dict({"classification": {"model": "efficientnet-b0"}}).classification.model == "efficientnet-b0"
+
+
+@pytest.mark.parametrize("task, section", [("classification", "classification"), ("segmentation", "segmentation")])
+def test_keys_that_moved_to_a_task_section_still_work_with_a_note(task, section, capsys, monkeypatch):
+    from dermdl import params as params_module
+
+    monkeypatch.setattr(params_module, "_NOTED", set())  # the note is said once per process
+    params = params_from_dict({"task": task, "train": {"model": "resnet18", "loss": "focal", "lr": 0.01}})
+    assert getattr(params, section).model == "resnet18" == params.model and params.train.lr == 0.01
+    assert params.classification.loss == "focal"
+    note = capsys.readouterr().err
+    assert f"train.model is now {section}.model" in note and "train.loss is now classification.loss" in note
+
+
+def test_a_moved_key_and_its_new_spelling_together_are_refused():
+    with pytest.raises(ParamsError, match="train.loss and classification.loss are both set"):
+        params_from_dict({"train": {"loss": "ce"}, "classification": {"loss": "focal"}})
+
+
+def test_errors_in_a_moved_key_name_the_key_the_user_wrote():
+    with pytest.raises(ParamsError, match=r"classification\.model \(set as train\.model\)"):
+        params_from_dict({"train": {"model": "efficientnet_lite9"}})
+
+
+def test_training_tta_is_its_own_key():
+    params = params_from_dict({"infer": {"tta": "none"}})
+    assert params.tta == "none" and params.training_tta == "dihedral"
+    assert params_from_dict({"train": {"tta": "flips"}}).training_tta == "flips"
 
 
 def test_override_revalidates():

@@ -40,8 +40,8 @@ TARGET = torch.tensor([0, 2, 1])
 
 @pytest.mark.parametrize("loss", ["ce", "focal", "focal_ce", "label_smoothing"])
 def test_losses_are_finite_and_decode(loss):
-    train = params_from_dict({"train": {"loss": loss}}).train
-    fn = classification_loss(train, None)
+    section = params_from_dict({"classification": {"loss": loss}}).classification
+    fn = classification_loss(section, None)
     value = fn(LOGITS, TARGET)
     assert torch.isfinite(value) and value > 0
     assert fn.decodes(LOGITS).tolist() == [0, 2, 0]
@@ -49,17 +49,19 @@ def test_losses_are_finite_and_decode(loss):
 
 def test_focal_downweights_easy_examples_and_reduces_to_ce():
     ce = torch.nn.functional.cross_entropy(LOGITS, TARGET)
-    focal0 = classification_loss(params_from_dict({"train": {"loss": "focal", "focal_gamma": 0}}).train, None)
+    focal0 = classification_loss(
+        params_from_dict({"classification": {"loss": "focal", "focal_gamma": 0}}).classification, None
+    )
     assert torch.allclose(focal0(LOGITS, TARGET), ce)
-    focal2 = classification_loss(params_from_dict({"train": {"loss": "focal"}}).train, None)
+    focal2 = classification_loss(params_from_dict({"classification": {"loss": "focal"}}).classification, None)
     assert focal2(LOGITS, TARGET) < ce
-    both = classification_loss(params_from_dict({"train": {"loss": "focal_ce"}}).train, None)
+    both = classification_loss(params_from_dict({"classification": {"loss": "focal_ce"}}).classification, None)
     assert torch.allclose(both(LOGITS, TARGET), focal2(LOGITS, TARGET) + ce)
 
 
 def test_class_weights_change_the_loss():
     weight = torch.tensor([1.0, 5.0, 1.0])
-    train = params_from_dict({}).train
+    section = params_from_dict({}).classification
     assert not torch.allclose(
-        classification_loss(train, weight)(LOGITS, TARGET), classification_loss(train, None)(LOGITS, TARGET)
+        classification_loss(section, weight)(LOGITS, TARGET), classification_loss(section, None)(LOGITS, TARGET)
     )

@@ -37,13 +37,16 @@ def _place(source: Path, target: Path, copy: bool) -> str:
 
 def _write_mask(row: Row, target: Path, copy: bool) -> None:
     """PNG masks are linked/copied as they are; other formats are converted to PNG (values kept)."""
-    if row.mask.suffix.lower() == ".png":  # type: ignore[union-attr]
-        _place(row.mask, target, copy)  # type: ignore[arg-type]
+    mask = row.mask
+    if mask is None:  # never: plan() refuses a mask layout without a mask column
+        raise ValueError(f"line {row.line}: no mask path for the segmentation layout")
+    if mask.suffix.lower() == ".png":
+        _place(mask, target, copy)
         return
     from PIL import Image
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(open_mask(row.mask)).save(target, format="PNG")  # type: ignore[arg-type]
+    Image.fromarray(open_mask(mask)).save(target, format="PNG")
 
 
 def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
@@ -68,7 +71,8 @@ def _int_if_whole(value: float) -> int | float:
 
 def _coco(rows: list[Row], spec: ImportSpec, categories: list[str]) -> dict[str, Any]:
     cat_id = {name: k + 1 for k, name in enumerate(categories)}
-    images, annotations = [], []
+    images: list[dict[str, Any]] = []
+    annotations: list[dict[str, Any]] = []
     for row in rows:
         images.append({"id": len(images) + 1, "file_name": row.name, "width": row.size[0], "height": row.size[1]})
         ann: dict[str, Any] | None = None

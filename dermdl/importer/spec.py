@@ -69,7 +69,8 @@ class ImportSpec:
                 if getattr(self, key) in (None, "xyxy"):
                     setattr(self, key, value)
         if self.boxes is not None:
-            self.boxes = tuple(self.boxes)  # type: ignore[assignment]
+            x0, y0, x1, y1 = self.boxes  # a list (JSON, a caller's) becomes the 4-tuple
+            self.boxes = (x0, y0, x1, y1)
 
     def shares(self) -> dict[str, float]:
         return {

@@ -135,8 +135,8 @@ def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
         if spec.boxes:
             texts = [value[f"box {c}"] for c in ("x0", "y0", "x1", "y1")]
             if any(texts):
-                numbers = [_number(t) for t in texts]
-                if None in numbers:
+                numbers = [n for n in (_number(t) for t in texts) if n is not None]
+                if len(numbers) != len(texts):
                     report.add(
                         where,
                         f"box values {texts} are not all numbers",
@@ -197,7 +197,7 @@ def check_files(spec: ImportSpec, rows: list[Row], report: Report, want_mask_box
         if "image_error" in result:
             report.add(where, f"image '{row.image}' is not usable: {result['image_error']}", "re-export or remove it")
             continue
-        row.size = tuple(result["size"])  # type: ignore[assignment]
+        row.size = tuple(result["size"])
         if "mask_error" in result:
             report.add(where, f"mask of '{row.image}' is not usable: {result['mask_error']}", "re-export or remove it")
             continue
@@ -270,6 +270,8 @@ def plan(spec: ImportSpec) -> tuple[list[Row], tuple[str, ...], Report]:
         report.add(spec.csv, f"unknown box format {spec.box_format!r}", f"use one of {', '.join(BOX_FORMATS)}")
     known = task_names()
     possible = [name for name in known if _needs(get_task(name).layout, spec) is None]
+    # per-image files first, then masks beside the images, then layouts with shared annotation files
+    possible.sort(key=lambda name: (bool(get_task(name).layout.annotations), bool(get_task(name).layout.mask)))
     layouts = tuple(spec.layouts) if spec.layouts else tuple(possible)
     for layout in layouts:
         if layout not in known:

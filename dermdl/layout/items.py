@@ -24,3 +24,9 @@ class Item:
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (path as string) for manifests and reports."""
         return {"path": str(self.path), "target": self.target, "dataset": self.dataset, "group": self.group}
+
+    def labelled_target(self) -> str:
+        """The target of an item that must have one (a mask path, a COCO record); ValueError if it has none."""
+        if self.target is None:
+            raise ValueError(f"{self.path}: no target (the item is unlabelled)")
+        return self.target

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from dermdl.images import ImageError
-from dermdl.layout.report import Report
+from dermdl.layout.report import Report, Severity
 from dermdl.leaks.groups import VARIANT_NAMES, Groups, dataset_images, detect_task, image_folder
-from dermdl.leaks.hashes import fingerprints
+from dermdl.leaks.hashes import Fingerprint, fingerprints
 from dermdl.leaks.tuning import KINDS, NEAR_COLOUR, NEAR_NCC, NEAR_NCC_SAME_COLOUR, SAME_COLOUR
 from dermdl.leaks.verify import near_duplicates
 
@@ -92,11 +92,12 @@ def find_leaks(
 
     started = time.perf_counter()
     root = Path(root)
-    severity = "warning" if allow else "error"
+    severity: Severity = "warning" if allow else "error"
     check = LeakCheck()
     paths = [p for _, p in train] + [p for _, p in test]
     prints = fingerprints(paths, workers)
-    usable_tr, usable_te = [], []
+    usable_tr: list[tuple[tuple[str, Path], Fingerprint]] = []
+    usable_te: list[tuple[tuple[str, Path], Fingerprint]] = []
     for k, (item, fp) in enumerate(zip(list(train) + list(test), prints)):
         if isinstance(fp, ImageError):
             if report_unreadable:

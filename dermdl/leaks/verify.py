@@ -43,7 +43,7 @@ def _template(image: np.ndarray, scale: float) -> tuple[np.ndarray, tuple[float,
     h, w = image.shape[:2]
     tw, th = max(4, round(w * scale * (1 - 2 * MARGIN))), max(4, round(h * scale * (1 - 2 * MARGIN)))
     ox, oy = float(round((w * scale - tw) / 2)), float(round((h * scale - th) / 2))  # whole pixels: exact at 1
-    matrix = np.float32([[scale, 0, -ox], [0, scale, -oy]])
+    matrix = np.array([[scale, 0, -ox], [0, scale, -oy]], dtype=np.float32)
     return cv2.warpAffine(image, matrix, (tw, th), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT), (ox, oy)
 
 
@@ -55,7 +55,7 @@ def _coarse_templates(small: np.ndarray) -> np.ndarray:
             o = (COARSE * s - COARSE_TEMPLATE) / 2
             t = cv2.warpAffine(
                 variant,
-                np.float32([[s, 0, -o], [0, s, -o]]),
+                np.array([[s, 0, -o], [0, s, -o]], dtype=np.float32),
                 (COARSE_TEMPLATE, COARSE_TEMPLATE),
                 flags=cv2.INTER_LINEAR,
                 borderMode=cv2.BORDER_REFLECT,
@@ -180,11 +180,13 @@ def _verify(train: Fingerprint, test: _Test, coarse: np.ndarray) -> Match | None
     hypotheses += [(v, s) for _, _, v, s in scores if v != v0][:1]
     target = _bandpass(train.gray)
     th_, tw_ = target.shape
-    best = None
+    best: tuple[float, int, float, np.ndarray, tuple[float, float]] | None = None
     for v, s in hypotheses:
         value, templ, offset = _fine_score(target, test.bandpass[v], s)
         if best is None or value > best[0]:
             best = (value, v, s, templ, offset)
+    if best is None:  # never: the hypotheses always include the best half-size scale
+        return None
     peak, v, scale, templ, (ox, oy) = best
     if peak < -1:
         return None
@@ -197,7 +199,7 @@ def _verify(train: Fingerprint, test: _Test, coarse: np.ndarray) -> Match | None
         step /= 2
     _, x, y = _peak(cv2.matchTemplate(target, templ, cv2.TM_CCOEFF_NORMED))
     tx, ty = x - ox, y - oy  # test-variant pixel p -> training pixel scale * p + (tx, ty)
-    matrix = np.float32([[scale, 0, tx], [0, scale, ty]])
+    matrix = np.array([[scale, 0, tx], [0, scale, ty]], dtype=np.float32)
     # usable area: inside the template's footprint, away from dark vignette/background in either image
     footprint = np.zeros((th_, tw_), np.uint8)
     x0, y0 = int(math.ceil(x)) + 1, int(math.ceil(y)) + 1
@@ -207,8 +209,8 @@ def _verify(train: Fingerprint, test: _Test, coarse: np.ndarray) -> Match | None
     footprint[y0:y1, x0:x1] = 1
     warped_raw = cv2.warpAffine(test.raw[v], matrix, (tw_, th_), flags=cv2.INTER_LINEAR)
     dark = (cv2.GaussianBlur(train.gray, (0, 0), 1.0) < DARK) | (cv2.GaussianBlur(warped_raw, (0, 0), 1.0) < DARK)
-    dark = cv2.dilate(dark.astype(np.uint8), np.ones((9, 9), np.uint8))
-    usable = (footprint > 0) & (dark == 0)
+    dark_grown = cv2.dilate(dark.astype(np.uint8), np.ones((9, 9), np.uint8))
+    usable = (footprint > 0) & (dark_grown == 0)
     if usable.sum() < MIN_OVERLAP * footprint.sum():
         return None
     warped = cv2.warpAffine(test.bandpass[v], matrix, (tw_, th_), flags=cv2.INTER_LINEAR)
@@ -218,11 +220,12 @@ def _verify(train: Fingerprint, test: _Test, coarse: np.ndarray) -> Match | None
     fx, fy = cw / tw_, ch / th_
     colour_v = test.colour[v]
     rx, ry = colour_v.shape[1] / test.raw[v].shape[1], colour_v.shape[0] / test.raw[v].shape[0]
-    m = np.float32(
+    m = np.array(
         [
             [scale * fx / rx, 0, fx * (scale * (0.5 / rx - 0.5) + tx + 0.5) - 0.5],
             [0, scale * fy / ry, fy * (scale * (0.5 / ry - 0.5) + ty + 0.5) - 0.5],
-        ]
+        ],
+        dtype=np.float32,
     )
     warped_c = cv2.warpAffine(colour_v, m, (cw, ch), flags=cv2.INTER_LINEAR)
     usable_c = cv2.resize(usable.astype(np.float32), (cw, ch), interpolation=cv2.INTER_AREA) > 0.99
@@ -312,7 +315,7 @@ def _colour_shift(a: Fingerprint, b: Fingerprint) -> float:
     return float(np.linalg.norm((a.stats[:3] - b.stats[:3]) * _LAB_UNITS))
 
 
-_LAB_UNITS = np.float32([100 / 255, 1, 1])  # 8-bit OpenCV Lab -> CIELAB units
+_LAB_UNITS = np.array([100 / 255, 1, 1], dtype=np.float32)  # 8-bit OpenCV Lab -> CIELAB units
 
 
 _STATE: dict[str, Any] = {}

@@ -21,7 +21,7 @@ def class_weights(targets: list[str], classes: list[str], mode: str) -> torch.Te
     counts = Counter(targets)
     missing = [c for c in classes if counts[c] == 0]
     if missing:
-        raise ValueError(f"train.class_weights=balanced: classes {missing} have no training images")
+        raise ValueError(f"classification.class_weights=balanced: classes {missing} have no training images")
     n, k = len(targets), len(classes)
     return torch.tensor([n / (k * counts[c]) for c in classes], dtype=torch.float32)
 
@@ -53,24 +53,24 @@ class SumOfLosses:
         return self.losses[0].decodes(x)
 
 
-def classification_loss(train: Any, weight: torch.Tensor | None):
-    """The loss named by ``train.loss`` (fastai ``*Flat`` losses so predictions decode as usual)."""
+def classification_loss(section: Any, weight: torch.Tensor | None):
+    """The loss named by ``classification.loss`` (fastai ``*Flat`` losses so predictions decode as usual)."""
     from fastai.losses import CrossEntropyLossFlat, FocalLossFlat, LabelSmoothingCrossEntropyFlat
 
-    if train.loss == "ce":
+    if section.loss == "ce":
         return CrossEntropyLossFlat(weight=weight)
-    if train.loss == "label_smoothing":
-        return LabelSmoothingCrossEntropyFlat(eps=train.label_smoothing, weight=weight)
-    if train.loss == "focal":
-        return FocalLossFlat(gamma=train.focal_gamma, weight=weight)
-    if train.loss == "focal_ce":
-        return SumOfLosses(FocalLossFlat(gamma=train.focal_gamma, weight=weight), CrossEntropyLossFlat(weight=weight))
-    raise ValueError(f"train.loss: unknown loss {train.loss!r}; use one of {CLASSIFICATION_LOSSES}")
+    if section.loss == "label_smoothing":
+        return LabelSmoothingCrossEntropyFlat(eps=section.label_smoothing, weight=weight)
+    if section.loss == "focal":
+        return FocalLossFlat(gamma=section.focal_gamma, weight=weight)
+    if section.loss == "focal_ce":
+        return SumOfLosses(FocalLossFlat(gamma=section.focal_gamma, weight=weight), CrossEntropyLossFlat(weight=weight))
+    raise ValueError(f"classification.loss: unknown loss {section.loss!r}; use one of {CLASSIFICATION_LOSSES}")
 
 
 def loss_and_metrics(params: Any, classes: list[str], train_records: list[dict]):
-    """The loss named by ``train.loss`` (optionally class-weighted) and the validation metrics."""
+    """The loss named by ``classification.loss`` (optionally class-weighted) and the validation metrics."""
     from fastai.vision.all import BalancedAccuracy, F1Score, accuracy
 
-    weight = class_weights([r["target"] for r in train_records], classes, params.train.class_weights)
-    return classification_loss(params.train, weight), [accuracy, BalancedAccuracy(), F1Score(average="macro")]
+    weight = class_weights([r["target"] for r in train_records], classes, params.classification.class_weights)
+    return classification_loss(params.classification, weight), [accuracy, BalancedAccuracy(), F1Score(average="macro")]

@@ -33,4 +33,4 @@ def build_model(config: ModelConfig, pretrained: bool | str):
 
 def config_extra(params: Any) -> dict[str, Any]:
     """Saved in model.json: the head's dropout (training only, but part of how the model was built)."""
-    return {"head_dropout": params.train.head_dropout}
+    return {"head_dropout": params.classification.head_dropout}

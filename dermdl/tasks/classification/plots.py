@@ -73,15 +73,19 @@ def plot_metric_bars(metrics: dict[str, Any], path: str | os.PathLike, title: st
     ax = fig.add_subplot()
     for j, (key, label) in enumerate(_BAR_METRICS):
         pos = x - 0.4 + width * (j + 0.5)
-        vals, err = [], [[], []]
+        vals: list[float] = []
+        err: list[list[float]] = [[], []]
         for _, group in groups:
             m = group.get(key) or {}
             v = m.get("value")
             vals.append(np.nan if v is None else v)
             lo, hi = m.get("lo"), m.get("hi")
-            ok = v is not None and lo is not None and hi is not None
-            err[0].append(max(0.0, v - lo) if ok else 0.0)
-            err[1].append(max(0.0, hi - v) if ok else 0.0)
+            if v is not None and lo is not None and hi is not None:
+                err[0].append(max(0.0, v - lo))
+                err[1].append(max(0.0, hi - v))
+            else:
+                err[0].append(0.0)
+                err[1].append(0.0)
         heights = np.nan_to_num(np.array(vals, dtype=float), nan=0.0)
         ax.bar(pos, heights, width, yerr=np.array(err), capsize=2, label=label, error_kw={"lw": 0.8})
         for p_, v in zip(pos, vals):

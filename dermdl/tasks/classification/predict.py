@@ -40,7 +40,7 @@ def pseudo_label(
     model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any, work_dir: Path
 ) -> list[dict]:
     """Self-training: each weakly labelled image gets the teacher's most probable class (hard label)."""
-    probs = predict(model, config, PreparedImages(records), params.infer.bs, params.tta)
+    probs = predict(model, config, PreparedImages(records), params.infer.bs, params.training_tta)
     labels = [config.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
     return [{**r, "target": label, "stratum": label} for r, label in zip(records, labels)]
 

@@ -21,13 +21,13 @@ import math
 import os
 import warnings
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, TypeGuard
 
 from PIL import Image
 
 from dermdl.images import IMAGE_SUFFIXES, MAX_PIXELS, check_image, is_ignored, is_image_file
 from dermdl.layout.items import Item
-from dermdl.layout.report import Report
+from dermdl.layout.report import Report, Severity
 from dermdl.layout.schema import LayoutSchema
 
 #: where this layout keeps its files (the one definition: checker, leak check, importer, demo, convert)
@@ -48,11 +48,11 @@ def decode_target(target: str) -> dict[str, Any]:
     return json.loads(target)
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -68,7 +68,7 @@ class _Checker:
     def where(self, jpath: str = "") -> str:
         return f"{self.json_path}: {jpath}" if jpath else str(self.json_path)
 
-    def add(self, jpath: str, problem: str, fix: str, severity: str = "error") -> None:
+    def add(self, jpath: str, problem: str, fix: str, severity: Severity = "error") -> None:
         self.report.add(self.where(jpath), problem, fix, severity)
 
     # -- file and top level -------------------------------------------------------------------
@@ -420,7 +420,9 @@ def _scan_one(checker: _Checker, check_images: bool, max_pixels: int) -> tuple[d
 
 def _compare_categories(found: dict[str, tuple[_Checker, dict[int, str]]], report: Report) -> None:
     """Every dataset must define the same categories (same ids and names) as the first one."""
-    (first_checker, reference), *others = found.values() if found else [(None, {})]
+    if not found:
+        return
+    (first_checker, reference), *others = found.values()
     by_name = {v: k for k, v in reference.items()}
     for checker, categories in others:
         if categories == reference:
@@ -493,7 +495,7 @@ def scan_coco(
     _compare_categories(found, report)
     reference = next(iter(found.values()))[1] if found else {}
     classes = [reference[k] for k in sorted(reference)]
-    items.sort(key=lambda item: (item.dataset, decode_target(item.target)["image"]["file_name"]))
+    items.sort(key=lambda item: (item.dataset, decode_target(item.labelled_target())["image"]["file_name"]))
     return items, classes, report
 
 

@@ -94,8 +94,9 @@ class ValidAP50(Metric):
 
 
 def _as_coco(images: list[tuple[dict, dict]]) -> tuple[dict, list[dict]]:
-    gt = {"images": [], "annotations": [], "categories": []}
-    results, labels = [], set()
+    gt: dict[str, list[dict]] = {"images": [], "annotations": [], "categories": []}
+    results: list[dict] = []
+    labels: set[int] = set()
     for index, (det, target) in enumerate(images, start=1):
         gt["images"].append({"id": index, "width": 1, "height": 1})
         for box, label in zip(target["boxes"], target["labels"]):

@@ -191,9 +191,9 @@ def _value(v: float) -> float | None:
 
 
 def _with_ci(value: float, boot: np.ndarray, ci: float) -> dict[str, float | None]:
-    value = _value(value)
-    lo, hi = percentile_ci(boot, ci) if value is not None else (None, None)
-    return {"value": value, "lo": lo, "hi": hi}
+    point = _value(value)
+    lo, hi = percentile_ci(boot, ci) if point is not None else (None, None)
+    return {"value": point, "lo": lo, "hi": hi}
 
 
 def _category_ap(evaluator, k: int, t: slice | int) -> float | None:

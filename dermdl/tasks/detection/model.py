@@ -26,6 +26,9 @@ from torch import nn
 from dermdl.tasks.detection.names import DEFAULT_DETECTOR, family
 
 if TYPE_CHECKING:
+    from timm.models import FeatureInfo
+    from torchvision.models.detection import FasterRCNN, RetinaNet
+
     from dermdl.models import ModelConfig
 
 _IMAGENET_NORM = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
@@ -63,9 +66,8 @@ class LiteFPNBackbone(nn.Module):
             full, _ = create_backbone("efficientnet_lite0", pretrained)
             state = full.state_dict()
             self.body.load_state_dict({key: state[key] for key in self.body.state_dict()})
-        self.fpn = FeaturePyramidNetwork(
-            self.body.feature_info.channels(), out_channels, extra_blocks=LastLevelMaxPool()
-        )
+        feature_info: FeatureInfo = self.body.feature_info  # type: ignore[assignment]  # timm: create_model returns nn.Module
+        self.fpn = FeaturePyramidNetwork(feature_info.channels(), out_channels, extra_blocks=LastLevelMaxPool())
         self.out_channels = out_channels
 
     def forward(self, x: torch.Tensor) -> OrderedDict:
@@ -73,7 +75,7 @@ class LiteFPNBackbone(nn.Module):
         return self.fpn(OrderedDict((str(i), f) for i, f in enumerate(features)))
 
 
-def _lite0_detector(kind: str, n_classes: int, pretrained: bool | str, size: int) -> tuple[nn.Module, Any]:
+def _lite0_detector(kind: str, n_classes: int, pretrained: bool | str, size: int) -> tuple[FasterRCNN | RetinaNet, Any]:
     from torchvision.models.detection import FasterRCNN, RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -146,7 +148,9 @@ def _load_into(net: nn.Module, state: dict[str, torch.Tensor], source: str) -> N
     net.load_state_dict(usable, strict=False)
 
 
-def _torchvision_detector(name: str, n_classes: int, pretrained: bool | str, size: int) -> tuple[nn.Module, Any]:
+def _torchvision_detector(
+    name: str, n_classes: int, pretrained: bool | str, size: int
+) -> tuple[FasterRCNN | RetinaNet, Any]:
     from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, mobilenet_v3_large, resnet50
     from torchvision.models.detection import FasterRCNN, RetinaNet
     from torchvision.models.detection.anchor_utils import AnchorGenerator
@@ -202,7 +206,7 @@ class Detector(nn.Module):
     ``category_ids`` (a buffer, so it is saved in the weights-only file) maps label k to COCO id.
     """
 
-    def __init__(self, detector: nn.Module, n_classes: int, name: str):
+    def __init__(self, detector: FasterRCNN | RetinaNet, n_classes: int, name: str):
         super().__init__()
         self.detector = detector
         self.name = name

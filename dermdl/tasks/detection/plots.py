@@ -202,7 +202,7 @@ def _gallery_cases(gt: dict, results: list[dict], threshold: float) -> list[dict
 def plot_coco_gallery(gt: dict, results: list[dict], threshold: float, path: Path, title: str) -> None:
     """:func:`plot_gallery` of the first ``GALLERY_SIZE`` test images (mistakes first) whose original
     file is found, from a COCO ground-truth dict and COCO results (boxes scoring >= ``threshold``)."""
-    shown = []
+    shown: list[dict[str, Any]] = []
     for case in _gallery_cases(gt, results, threshold):
         if len(shown) == GALLERY_SIZE:
             break

@@ -62,7 +62,10 @@ def predict(
                     "height": geo.src_h,
                 }
             )
-    return {"images": out, "category_ids": [int(v) for v in model.category_ids.cpu()]}
+    category_ids = model.category_ids  # a buffer of the Detector (COCO id of each label)
+    if not isinstance(category_ids, torch.Tensor):
+        raise TypeError(f"{type(model).__name__}.category_ids is not a tensor; expected a Detector")
+    return {"images": out, "category_ids": [int(v) for v in category_ids.cpu()]}
 
 
 def pseudo_label(
@@ -106,7 +109,10 @@ def write_predictions(
     threshold = settings(config).score_threshold
     ids = predictions["category_ids"]
     categories = [{"id": i, "name": n} for i, n in zip(ids, config.classes)]
-    results, images, annotations, used = [], [], [], set()
+    results: list[dict] = []
+    images: list[dict] = []
+    annotations: list[dict] = []
+    used: set[str] = set()
     missing = 0
     for index, (record, det) in enumerate(zip(records, predictions["images"]), start=1):
         geo = record_geometry(record)

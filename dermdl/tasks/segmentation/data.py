@@ -150,6 +150,8 @@ def prepare_item(
     # mask_values says, so masks whose background is not stored as 0 work with resize: pad too
     box = resize(Image.new("L", (width, height), 255), size, policy, kind="mask").getbbox()
     write_png(dst_root / dataset / FULL_MASKS / f"{stem}.png", values, PNG_LEVEL, atomic=False)
+    if box is None:  # never: the image's own area is non-empty at any size
+        raise ValueError(f"{source}: the image lies nowhere in the prepared {size} x {size} square")
     return {
         "path": f"{dataset}/{IMAGES}/{rel.name}",  # a name, not a file: the pixels are in the arrays
         "source": relative,
@@ -190,7 +192,7 @@ class MaskTarget:
 
     def __call__(self, record: dict) -> np.ndarray:
         if self._map is None:
-            self._map = ValueMap([tuple(p) for p in self.pairs], self.n_classes)
+            self._map = ValueMap([(v, c) for v, c in self.pairs], self.n_classes)
         return prepared_classes(self._map, record)
 
 

@@ -33,6 +33,8 @@ class SegmentationLoss(nn.Module):
       ``alpha`` weighs false negatives, ``beta`` false positives: alpha > beta favours recall of small lesions.
     """
 
+    weight: torch.Tensor | None  # a registered buffer (follows .to(device)); None when unweighted
+
     def __init__(
         self,
         kind: str = "ce_dice",
@@ -123,7 +125,7 @@ class ForegroundDice(Metric):
 
     @property
     def value(self) -> float | None:
-        if self.inter is None:
+        if self.inter is None or self.total is None:
             return None
         defined = self.total > 0
         if not defined.any():

@@ -13,10 +13,15 @@ the U-Net bottleneck ~20x larger for no gain), with the offline ImageNet weights
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
 from dermdl.models import ModelConfig, create_backbone, resolve_arch
+
+if TYPE_CHECKING:
+    from fastai.vision.models.unet import DynamicUnet
 
 
 def timm_encoder(backbone: nn.Module, arch: str = "model") -> nn.Sequential:
@@ -25,7 +30,7 @@ def timm_encoder(backbone: nn.Module, arch: str = "model") -> nn.Sequential:
     Works for timm CNNs whose forward is a plain chain of children (EfficientNet, MobileNet,
     ResNet, RegNet, ConvNeXt ...); anything else is refused with a clear message.
     """
-    info = getattr(backbone, "feature_info", None)
+    info: list[dict] = getattr(backbone, "feature_info", None) or []  # timm: one dict per feature stage
     last = info[-1]["module"].split(".") if info else []
     layers: list[nn.Module] = []
     found = False
@@ -53,7 +58,7 @@ def timm_encoder(backbone: nn.Module, arch: str = "model") -> nn.Sequential:
             problem = f"{type(exc).__name__}: {exc}"
     if problem:
         raise ValueError(
-            f"train.model {arch!r} cannot be used as a U-Net encoder ({problem}); use a CNN such "
+            f"segmentation.model {arch!r} cannot be used as a U-Net encoder ({problem}); use a CNN such "
             "as efficientnet_lite0, efficientnet_b0, resnet34 or convnext_tiny"
         )
     return encoder
@@ -75,7 +80,7 @@ def build_model(config: ModelConfig, pretrained: bool | str):
     return build_unet(config.arch, len(config.classes), config.input_size, pretrained)
 
 
-def splitter(model: torch.nn.Module) -> list:
+def splitter(model: DynamicUnet) -> list:
     """(encoder, decoder) parameter groups: the pretrained encoder is the body fastai freezes."""
     from fastai.torch_core import params
 

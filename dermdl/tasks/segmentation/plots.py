@@ -49,14 +49,18 @@ def plot_metric_bars(metrics: dict[str, Any], path: str | os.PathLike, title: st
     fig = Figure(figsize=(max(6.0, 1.6 * len(classes) + 3), 4.2))
     ax = fig.add_subplot()
     for j, (key, label) in enumerate(BAR_METRICS):
-        vals, err = [], [[], []]
+        vals: list[float] = []
+        err: list[list[float]] = [[], []]
         for cls in classes:
             m = metrics["per_class"][cls].get(key) or {}
             v, lo, hi = m.get("value"), m.get("lo"), m.get("hi")
             vals.append(0.0 if v is None else v)
-            ok = None not in (v, lo, hi)
-            err[0].append(max(0.0, v - lo) if ok else 0.0)
-            err[1].append(max(0.0, hi - v) if ok else 0.0)
+            if v is not None and lo is not None and hi is not None:
+                err[0].append(max(0.0, v - lo))
+                err[1].append(max(0.0, hi - v))
+            else:
+                err[0].append(0.0)
+                err[1].append(0.0)
         ax.bar(
             x - 0.4 + width * (j + 0.5), vals, width, yerr=np.array(err), capsize=2, label=label, error_kw={"lw": 0.8}
         )

@@ -55,7 +55,7 @@ def pseudo_label(
     """Self-training: the teacher's class ids of each weakly labelled image, at the prepared size, in
     ``work_dir/targets.npy``; the records point training there (``target_arrays``, ``target_row``)."""
     size = config.preprocess_size
-    preds = predict(model, config, PreparedImages(records), params.infer.bs, params.tta)
+    preds = predict(model, config, PreparedImages(records), params.infer.bs, params.training_tta)
     work_dir.mkdir(parents=True, exist_ok=True)
     labels = np.lib.format.open_memmap(work_dir / TARGETS, mode="w+", dtype=np.uint8, shape=(len(records), size, size))
     out = []
@@ -85,7 +85,8 @@ def write_predictions(
 
     vmap = config_value_map(config)
     classes, k = config.classes, len(config.classes)
-    folder, rows, hists, used = out_dir / name, [], [], set()
+    folder, rows, hists = out_dir / name, [], []
+    used: set[str] = set()
     for record, pred in zip(records, preds):
         width, height = int(record.get("width") or pred.width), int(record.get("height") or pred.height)
         probs = to_original(pred.probs, width, height, config.preprocess_size, config.resize)
