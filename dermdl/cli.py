@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from dermdl import __version__
+from dermdl.options import BOX_FORMATS, TTA_MODES
 from dermdl.tasks import task_names
 
 # Thesis pipeline flag -> params.yaml key, so its README commands translate one to one.
@@ -87,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--bs", type=int, default=32, help="batch size (default: %(default)s)")
     predict.add_argument(
         "--tta",
-        choices=["auto", "none", "flips", "dihedral"],
+        choices=TTA_MODES,
         default="auto",
         help="test-time augmentation for classification/segmentation: average over 4 flips or "
         "8 flips+rotations; auto = dihedral, none for detection (default: %(default)s)",
@@ -187,7 +188,7 @@ def _import_parser(sub: Any) -> None:
     )
     imp.add_argument(
         "--box-format",
-        choices=("xyxy", "xyxy_inclusive", "xywh"),
+        choices=BOX_FORMATS,
         help="xyxy: x1/y1 exclusive (default); xyxy_inclusive: last pixel; xywh: x0, y0, width, height",
     )
     imp.add_argument(

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-COLOR_CONSTANCY = ("none", "shades_of_gray")
+from dermdl.options import COLOR_CONSTANCY
+
 POWER = 6
 
 

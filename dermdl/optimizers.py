@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+from dermdl.options import OPTIMIZERS
 
 
 def opt_func(train: Any):

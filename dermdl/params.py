@@ -22,11 +22,18 @@ from pydantic import (
 )
 
 from dermdl.errors import ParamsError
+from dermdl.options import (
+    ClassificationLoss,
+    ColorConstancy,
+    Optimizer,
+    Recipe,
+    ResizePolicy,
+    SegmentationLoss,
+    TTAMode,
+)
 
 if TYPE_CHECKING:
     from pydantic_core import ErrorDetails
-
-RESIZE_POLICIES = ("squish", "pad", "crop")
 
 
 class _Section(BaseModel):
@@ -77,21 +84,21 @@ class PreprocessParams(_Section):
     """One-off resize of every image (and its target) into the prepared copy."""
 
     size: int = Field(128, ge=8, le=4096)
-    resize: Literal["squish", "pad", "crop"] = "squish"
+    resize: ResizePolicy = "squish"
     workers: int = Field(2, ge=1, le=256)
     # Shades of Gray white balance before resizing (dermdl.color), at preprocess and predict time alike
-    color_constancy: Literal["none", "shades_of_gray"] = "none"
+    color_constancy: ColorConstancy = "none"
 
 
 class TrainParams(_Section):
     """The schedule and its procedures, the same for every task; ``recipe`` names the schedule
-    (dermdl.schedule.RECIPES). What a task builds and optimises lives in its own section."""
+    (dermdl.options.RECIPES). What a task builds and optimises lives in its own section."""
 
     pretrained: bool | str = True  # the network's starting weights: ImageNet (true), none (false) or a file
     input_size: int = Field(128, ge=8, le=4096)
     bs: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0, le=10)
-    recipe: Literal["one_cycle", "thesis"] = "one_cycle"
+    recipe: Recipe = "one_cycle"
     epochs: int = Field(4, ge=0)
     fepochs: int = Field(0, ge=0)
     valid_size: float = Field(0.2, gt=0, lt=1)
@@ -104,7 +111,7 @@ class TrainParams(_Section):
     max_lighting: float = Field(0.2, ge=0, lt=1)  # brightness/contrast factors in [1 - x, 1 + x]
     max_color: float = Field(0.0, ge=0, lt=1)  # per-channel gains and saturation in [1 - x, 1 + x]
     exp_name: str = "dermdl"
-    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adamw"
+    optimizer: Optimizer = "adamw"
     wd: float = Field(0.01, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     deterministic: bool = True  # seeded, deterministic kernels: same seed -> same model and metrics
@@ -127,7 +134,7 @@ class TrainParams(_Section):
     oversample: bool = False  # draw training images with class-balanced probabilities
     # Views averaged when training itself predicts (cross-validation held-out folds, pseudo-labels);
     # infer.tta is for the test sets and never changes the model.
-    tta: Literal["auto", "none", "flips", "dihedral"] = "auto"
+    tta: TTAMode = "auto"
     # Hardware: mixed precision applies on CUDA only (CPU trains in fp32); channels_last everywhere.
     mixed_precision: Literal["auto", "bf16", "fp16", "off"] = "auto"
     channels_last: bool = True
@@ -190,7 +197,7 @@ class ClassificationParams(_Section):
     )  # train.<key> of dermdl 0.1 (still read, with a note, until 0.3)
 
     model: str = "efficientnet_lite0"  # a timm architecture (efficientnet-pytorch names work too)
-    loss: Literal["ce", "focal", "focal_ce", "label_smoothing"] = "ce"
+    loss: ClassificationLoss = "ce"
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     focal_gamma: float = Field(2.0, ge=0)
     class_weights: Literal["none", "balanced"] = "balanced"
@@ -212,7 +219,7 @@ class SegmentationParams(_Section):
     model: str = "efficientnet_lite0"  # the U-Net's encoder: a timm CNN
     codes: tuple[str, ...] = ("skin", "lesion")
     mask_values: dict[int, int] | None = None
-    loss: Literal["ce", "dice", "ce_dice", "focal", "focal_tversky"] = "ce_dice"
+    loss: SegmentationLoss = "ce_dice"
     class_weights: tuple[float, ...] | None = None
     tversky_alpha: float = Field(0.7, ge=0)  # focal_tversky: weight of false negatives
     tversky_beta: float = Field(0.3, ge=0)  # ... of false positives
@@ -285,7 +292,7 @@ class InferParams(_Section):
     # Test-time augmentation: average over 4 flips or 8 flips+rotations (classification, segmentation).
     # auto: dihedral where the task has it (classification, segmentation), none for detection; measured on
     # HAM10000: +0.012 macro AUC, +0.04 balanced accuracy for 8x the inference compute (docs/results.md)
-    tta: Literal["auto", "none", "flips", "dihedral"] = "auto"
+    tta: TTAMode = "auto"
 
 
 class AnalyzeParams(_Section):

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-RECIPES = ("one_cycle", "thesis")
+from dermdl.options import RECIPES
 
 
 @dataclass(frozen=True)

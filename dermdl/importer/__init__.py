@@ -29,8 +29,9 @@ from pathlib import Path
 from typing import Any
 
 from dermdl.importer.layouts import _refuse_unsafe_out, write
-from dermdl.importer.spec import BOX_FORMATS, MARKER, PRESETS, ImportProblems, ImportSpec, Row
+from dermdl.importer.spec import MARKER, PRESETS, ImportProblems, ImportSpec, Row
 from dermdl.importer.table import check_files, plan, read_rows
+from dermdl.options import BOX_FORMATS
 
 
 def run_import(spec: ImportSpec) -> dict[str, Any]:

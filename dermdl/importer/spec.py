@@ -9,7 +9,6 @@ from typing import Any
 
 from dermdl.layout.report import Report
 
-BOX_FORMATS = ("xyxy", "xyxy_inclusive", "xywh")
 MARKER = "import.json"
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -11,7 +11,6 @@ from typing import Any
 from dermdl.grouped_split import group_split
 from dermdl.images import ImageError, is_image_file, open_mask, open_rgb
 from dermdl.importer.spec import (
-    BOX_FORMATS,
     ImportSpec,
     Row,
     _dialect,
@@ -23,6 +22,7 @@ from dermdl.importer.spec import (
 )
 from dermdl.layout.report import Report
 from dermdl.layout.schema import LayoutSchema
+from dermdl.options import BOX_FORMATS
 from dermdl.tasks import get_task, task_names
 
 

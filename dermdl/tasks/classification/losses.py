@@ -11,7 +11,8 @@ from typing import Any
 
 import torch
 
-CLASSIFICATION_LOSSES = ("ce", "focal", "focal_ce", "label_smoothing")
+from dermdl.options import CLASSIFICATION_LOSSES
+from dermdl.records import Record
 
 
 def class_weights(targets: list[str], classes: list[str], mode: str) -> torch.Tensor | None:
@@ -68,7 +69,7 @@ def classification_loss(section: Any, weight: torch.Tensor | None):
     raise ValueError(f"classification.loss: unknown loss {section.loss!r}; use one of {CLASSIFICATION_LOSSES}")
 
 
-def loss_and_metrics(params: Any, classes: list[str], train_records: list[dict]):
+def loss_and_metrics(params: Any, classes: list[str], train_records: list[Record]):
     """The loss named by ``classification.loss`` (optionally class-weighted) and the validation metrics."""
     from fastai.vision.all import BalancedAccuracy, F1Score, accuracy
 

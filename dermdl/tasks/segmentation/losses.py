@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from fastai.metrics import Metric
 from torch import nn
 
-LOSSES = ("ce", "dice", "ce_dice", "focal", "focal_tversky")
+from dermdl.options import SEGMENTATION_LOSSES as LOSSES
+from dermdl.records import Record
 
 
 def _plain(x: torch.Tensor) -> torch.Tensor:
@@ -133,7 +134,7 @@ class ForegroundDice(Metric):
         return float((2 * self.inter[defined] / self.total[defined]).mean())
 
 
-def loss_and_metrics(params: Any, classes: list[str], train_records: list[dict]):
+def loss_and_metrics(params: Any, classes: list[str], train_records: list[Record]):
     seg = params.segmentation
     weights = list(seg.class_weights) if seg.class_weights is not None else None
     tversky = (seg.tversky_alpha, seg.tversky_beta, seg.tversky_gamma)
