@@ -15,23 +15,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import torch
+
+from dermdl.records import Record
 
 FORMAT = 3  # of the prepared folder; part of preprocess's fingerprint (bump when its content changes)
 ARRAYS = "arrays"
 IMAGES = "images.npy"
 TARGETS = "targets.npy"
-PIXELS = "pixels"  # key of a freshly prepared record that carries its resized image to the parent
+PIXELS: Final = "pixels"  # key of a freshly prepared record that carries its resized image to the parent
 
 
 def arrays_dir(prepared: Path, dataset: str) -> Path:
     return prepared / dataset / ARRAYS
 
 
-def prepared_root(record: dict) -> Path:
+def prepared_root(record: Record) -> Path:
     """The prepared folder a manifest record belongs to (its arrays are ``<root>/<dataset>/arrays``)."""
     return Path(record["arrays"]).parent.parent
 
@@ -45,19 +47,20 @@ class ImageRows:
         self.array = np.lib.format.open_memmap(folder / IMAGES, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
         self.count = 0
 
-    def add(self, record: dict) -> dict:
-        """Store the record's pixels, number it (``row``), and return it without them."""
-        self.array[self.count] = record.pop(PIXELS)
-        record["row"] = self.count
+    def add(self, record: Record) -> Record:
+        """Store the record's pixels and return a copy numbered (``row``) without them."""
+        self.array[self.count] = record[PIXELS]
+        numbered: Record = {**record, "row": self.count}
+        del numbered[PIXELS]
         self.count += 1
-        return record
+        return numbered
 
     def close(self) -> None:
         self.array.flush()
         del self.array
 
 
-def _fill(npy: str, start: int, records: list[dict], load: Callable[[dict], np.ndarray]) -> None:
+def _fill(npy: str, start: int, records: list[Record], load: Callable[[Record], np.ndarray]) -> None:
     """Worker job: compute a chunk of target maps into rows ``start ...`` of an open .npy file."""
     array = np.load(npy, mmap_mode="r+")
     for offset, record in enumerate(records):
@@ -66,7 +69,12 @@ def _fill(npy: str, start: int, records: list[dict], load: Callable[[dict], np.n
 
 
 def write_targets(
-    prepared: Path, dataset: str, records: Sequence[dict], size: int, workers: int, target: Callable[[dict], np.ndarray]
+    prepared: Path,
+    dataset: str,
+    records: Sequence[Record],
+    size: int,
+    workers: int,
+    target: Callable[[Record], np.ndarray],
 ) -> None:
     """Stack ``target(record)`` class-id maps of one dataset into ``targets.npy`` (worker processes:
     ``target`` must be picklable)."""
@@ -74,7 +82,7 @@ def write_targets(
 
     npy = arrays_dir(prepared, dataset) / TARGETS
     np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(len(records), size, size)).flush()
-    located = [{**r, "arrays": str(arrays_dir(prepared, dataset))} for r in records]
+    located: list[Record] = [{**r, "arrays": str(arrays_dir(prepared, dataset))} for r in records]
     chunk = max(64, -(-len(records) // (workers * 4)))
     run_parallel(
         _fill,
@@ -86,7 +94,7 @@ def write_targets(
 class ArrayStore:
     """Rows of several datasets' arrays, addressed by position in a list of records."""
 
-    def __init__(self, records: Sequence[dict], name: str = IMAGES):
+    def __init__(self, records: Sequence[Record], name: str = IMAGES):
         self.arrays: list[np.ndarray] = []
         index: dict[str, int] = {}
         parts, rows = [], []
@@ -120,7 +128,7 @@ class PreparedImages(Sequence):
     """The prepared images of some records as a sequence of (size, size, 3) uint8 arrays: what a task's
     ``predict`` accepts in place of file paths (no decoding, the pixels training saw)."""
 
-    def __init__(self, records: Sequence[dict]):
+    def __init__(self, records: Sequence[Record]):
         self.store = ArrayStore(records) if records else None
         self.n = len(records)
 
@@ -135,7 +143,7 @@ class PreparedImages(Sequence):
         return self.store.take([index % self.n])[0].numpy()
 
 
-def image_of(record: dict) -> np.ndarray | str:
+def image_of(record: Record) -> np.ndarray | str:
     """A record's image for display: its prepared pixels, or (new images) the source file."""
     if "arrays" in record and "row" in record:
         return PreparedImages([record])[0]

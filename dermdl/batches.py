@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from dermdl.arrays import IMAGES, TARGETS, ArrayStore
 from dermdl.augment import Augmentation, augment_batch
+from dermdl.records import Record
 
 
 def augmentation(train: Any, boxes: bool = False) -> Augmentation | None:
@@ -55,7 +56,7 @@ class Targets(Protocol[Y]):
 class Labels:
     """One class index per image."""
 
-    def __init__(self, records: Sequence[dict], classes: list[str]):
+    def __init__(self, records: Sequence[Record], classes: list[str]):
         index = {name: i for i, name in enumerate(classes)}
         self.values = torch.tensor([index[r["target"]] for r in records], dtype=torch.int64)
 
@@ -75,9 +76,9 @@ class Labels:
 class Masks(Labels):
     """A class id per pixel (``targets.npy``; self-training points records at pseudo-label arrays)."""
 
-    def __init__(self, records: Sequence[dict]):
-        located = [
-            {"arrays": r.get("target_arrays", r["arrays"]), "row": r.get("target_row", r["row"])} for r in records
+    def __init__(self, records: Sequence[Record]):
+        located: list[Record] = [
+            {**r, "arrays": r.get("target_arrays", r["arrays"]), "row": r.get("target_row", r["row"])} for r in records
         ]
         self.store = ArrayStore(located, TARGETS)
 
@@ -98,7 +99,7 @@ class Masks(Labels):
 class Boxes:
     """torchvision targets: ``boxes`` (xyxy, prepared pixels) and ``labels`` (1..K) per image."""
 
-    def __init__(self, records: Sequence[dict], classes: list[str]):
+    def __init__(self, records: Sequence[Record], classes: list[str]):
         index = {name: i + 1 for i, name in enumerate(classes)}
         self.targets: list[dict[str, torch.Tensor]] = []
         for record in records:
@@ -137,7 +138,7 @@ class ArrayLoader:
 
     def __init__(
         self,
-        records: Sequence[dict],
+        records: Sequence[Record],
         targets: Targets[Any],
         bs: int,
         input_size: int,
@@ -202,8 +203,8 @@ class ArrayLoader:
 
 
 def array_dataloaders(
-    train: Sequence[dict],
-    valid: Sequence[dict],
+    train: Sequence[Record],
+    valid: Sequence[Record],
     targets: Callable[..., Targets[Any]],
     params: Any,
     norm: Any,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -198,7 +199,7 @@ def check_monitor(monitor: str, metrics: list) -> None:
         raise ValueError(f"train.monitor: {monitor!r} is not logged for this task; use one of {names}")
 
 
-def balanced_sampler(strata: list[str]):
+def balanced_sampler(strata: Sequence[str | None]):
     """``get_idxs`` for a fastai DataLoader: n draws with replacement, each class equally likely.
 
     Draws use numpy's global generator, which fastai's ``set_seed`` seeds, so runs stay reproducible.

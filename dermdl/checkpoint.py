@@ -27,13 +27,14 @@ import numpy as np
 import torch
 
 from dermdl.io import atomic_file, atomic_write_json
+from dermdl.records import Record
 
 CHECKPOINT = "last.pt"
 ROUND = "round.pt"
 STATUS = "status.json"
 
 
-def fingerprint(params_dict: dict, train_records: list[dict], valid_records: list[dict]) -> str:
+def fingerprint(params_dict: dict, train_records: list[Record], valid_records: list[Record]) -> str:
     """Everything that shapes the trajectory: parameters that train reads and the exact split."""
     relevant = {k: v for k, v in params_dict.items() if k not in ("infer", "analyze", "demo", "out_dir")}
     text = json.dumps(

@@ -20,6 +20,7 @@ from dermdl.arrays import PreparedImages
 from dermdl.bootstrap import format_value
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.params import Params
+from dermdl.records import Record
 from dermdl.tasks import Task
 from dermdl.weak_labels import overall_values
 
@@ -46,11 +47,11 @@ def summary_table(per_fold: list[dict[str, float]], pooled: dict) -> str:
 def _fold(
     task: Task,
     params: Params,
-    train: list[dict],
-    valid: list[dict],
+    train: list[Record],
+    valid: list[Record],
     classes: list[str],
     work: Path,
-    weak: list[dict] | None,
+    weak: list[Record] | None,
 ) -> tuple[Any, Any]:
     """One fold's model: trained (resuming a killed fold from its checkpoint), or the one a killed
     run had already finished (its weights are kept in ``work`` until the whole CV is done)."""
@@ -72,11 +73,11 @@ def _fold(
 def cross_validate(
     task: Task,
     params: Params,
-    records: list[dict],
+    records: list[Record],
     classes: list[str],
     cv_dir: Path,
     work_dir: Path,
-    weak: list[dict] | None = None,
+    weak: list[Record] | None = None,
 ) -> dict[str, Any]:
     """Train one model per fold, score it on its held-out fold, pool the out-of-fold predictions.
 

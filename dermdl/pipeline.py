@@ -19,13 +19,14 @@ import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from dermdl.bootstrap import point_values
 from dermdl.errors import StageError
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.layout.report import Report
 from dermdl.params import Params
+from dermdl.records import Record
 from dermdl.tasks import get_task
 
 MANIFEST = "manifest.json"
@@ -143,7 +144,7 @@ def preprocess(params: Params) -> dict[str, Any]:
         ]
         counts = Counter(item.dataset for item in items)
         rows = {name: ImageRows(tmp, name, counts[name], params.preprocess.size) for name in _all_datasets(params)}
-        datasets: dict[str, list[dict]] = {name: [] for name in rows}
+        datasets: dict[str, list[Record]] = {name: [] for name in rows}
         # streamed: each record's pixels go into its dataset's array as it arrives, so memory stays flat
         for item, record in zip(items, iterate_parallel(task.prepare_item, jobs, params.preprocess.workers)):
             datasets[item.dataset].append(rows[item.dataset].add(record))
@@ -176,7 +177,9 @@ def load_manifest(params: Params) -> dict[str, Any]:
     from dermdl.arrays import arrays_dir
 
     manifest = json.loads(path.read_text(encoding="utf-8"))
-    for dataset, records in manifest["datasets"].items():
+    # the JSON boundary: preprocess wrote these records (dermdl.records.Record); typed from here on
+    datasets = cast(dict[str, list[Record]], manifest["datasets"])
+    for dataset, records in datasets.items():
         arrays = str(arrays_dir(path.parent, dataset))
         for record in records:
             if "row" not in record:
@@ -189,14 +192,14 @@ def load_manifest(params: Params) -> dict[str, Any]:
     return manifest
 
 
-def _records(manifest: dict, names: tuple[str, ...]) -> list[dict]:
+def _records(manifest: dict, names: tuple[str, ...]) -> list[Record]:
     missing = [n for n in names if n not in manifest["datasets"]]
     if missing:
         raise StageError(f"datasets {missing} are not in the prepared data; re-run `dvc repro preprocess`")
     return [r for n in names for r in manifest["datasets"][n]]
 
 
-def attach_groups(params: Params, records: list[dict]) -> int:
+def attach_groups(params: Params, records: list[Record]) -> int:
     """Give records their lesion/patient id (data.groups or <root>/groups.csv) so validation splits and
     CV folds keep a group on one side; returns how many records got one."""
     from dermdl.leaks.groups import Groups
@@ -216,7 +219,7 @@ def attach_groups(params: Params, records: list[dict]) -> int:
     return found
 
 
-def _split(params: Params, sl_train: list[dict]) -> tuple[list[dict], list[dict]]:
+def _split(params: Params, sl_train: list[Record]) -> tuple[list[Record], list[Record]]:
     from dermdl.splits import stratified_split
 
     if params.train.full_data:  # no validation: never borrow a test set for it (the thesis did; it leaks)

@@ -6,18 +6,20 @@ from collections import Counter
 
 from sklearn.model_selection import train_test_split
 
+from dermdl.records import Record
 
-def _labels_and_groups(records: list[dict]) -> tuple[list, list]:
+
+def _labels_and_groups(records: list[Record]) -> tuple[list, list]:
     labels = [r.get("stratum") or "" for r in records]
     groups = [r.get("group") or f"#image{i}" for i, r in enumerate(records)]  # no group id: its own group
     return labels, groups
 
 
-def has_groups(records: list[dict]) -> bool:
+def has_groups(records: list[Record]) -> bool:
     return any(r.get("group") for r in records)
 
 
-def grouped_split(records: list[dict], valid_size: float, seed: int) -> tuple[list[dict], list[dict]]:
+def grouped_split(records: list[Record], valid_size: float, seed: int) -> tuple[list[Record], list[Record]]:
     """Validation split that keeps every lesion/patient group on one side (label-stratified)."""
     from dermdl.grouped_split import group_split
 
@@ -30,7 +32,7 @@ def grouped_split(records: list[dict], valid_size: float, seed: int) -> tuple[li
     return train, valid
 
 
-def folds(records: list[dict], k: int, seed: int) -> list[tuple[list[dict], list[dict]]]:
+def folds(records: list[Record], k: int, seed: int) -> list[tuple[list[Record], list[Record]]]:
     """k (train, held-out) pairs; every record is held out once; groups never straddle two folds."""
     from dermdl.grouped_split import group_split
 
@@ -47,7 +49,7 @@ def folds(records: list[dict], k: int, seed: int) -> list[tuple[list[dict], list
     return out
 
 
-def stratified_split(records: list[dict], valid_size: float, seed: int) -> tuple[list[dict], list[dict]]:
+def stratified_split(records: list[Record], valid_size: float, seed: int) -> tuple[list[Record], list[Record]]:
     """Seeded split of ``sl_train``, stratified by each record's ``stratum`` when the task sets one;
     grouped (no lesion/patient on both sides) when records carry a ``group``.
 
@@ -55,13 +57,14 @@ def stratified_split(records: list[dict], valid_size: float, seed: int) -> tuple
     """
     if has_groups(records):
         return grouped_split(records, valid_size, seed)
-    if not records or any(r.get("stratum") is None for r in records):
+    strata = [s for r in records if (s := r.get("stratum")) is not None]
+    if not records or len(strata) < len(records):  # some record has no stratum: an unstratified split
         n_valid = max(1, round(len(records) * valid_size))
         if len(records) - n_valid < 1:
             raise ValueError(f"sl_train: {len(records)} images are too few for train.valid_size={valid_size}")
         train_idx, valid_idx = train_test_split(list(range(len(records))), test_size=n_valid, random_state=seed)
         return [records[i] for i in sorted(train_idx)], [records[i] for i in sorted(valid_idx)]
-    counts = Counter(r["stratum"] for r in records)
+    counts = Counter(strata)
     too_small = sorted(c for c, n in counts.items() if n < 2)
     if too_small:
         raise ValueError(
@@ -72,6 +75,6 @@ def stratified_split(records: list[dict], valid_size: float, seed: int) -> tuple
     if len(records) - n_valid < len(counts):
         raise ValueError(f"sl_train: {len(records)} images are too few for train.valid_size={valid_size}")
     train_idx, valid_idx = train_test_split(
-        list(range(len(records))), test_size=n_valid, stratify=[r["stratum"] for r in records], random_state=seed
+        list(range(len(records))), test_size=n_valid, stratify=strata, random_state=seed
     )
     return [records[i] for i in sorted(train_idx)], [records[i] for i in sorted(valid_idx)]

@@ -34,6 +34,7 @@ from dermdl.distributed import DataParallel, alone, is_main, no_gather, shard_tr
 from dermdl.models import ModelConfig
 from dermdl.optimizers import opt_func
 from dermdl.params import Params
+from dermdl.records import Record
 from dermdl.runlog import RunLog
 from dermdl.schedule import Phase, fit_plan, phases
 from dermdl.tasks import Task
@@ -107,7 +108,7 @@ class Session:
     def close(self) -> None:
         self.log.close()
 
-    def dataloaders(self, train_records: list[dict], valid_records: list[dict], params: Params, norm: Any):
+    def dataloaders(self, train_records: list[Record], valid_records: list[Record], params: Params, norm: Any):
         world = world_size()
         if world > 1:  # train.bs is the global batch
             if params.train.bs < world:
@@ -121,7 +122,9 @@ class Session:
             no_gather(dls)
         return dls
 
-    def learner(self, train_records: list[dict], valid_records: list[dict], loss_records: list[dict] | None = None):
+    def learner(
+        self, train_records: list[Record], valid_records: list[Record], loss_records: list[Record] | None = None
+    ):
         """A fresh learner (pretrained body, new head) on these records; ``loss_records`` set class weights."""
         import fastai.callback.all  # noqa: F401  patches Learner (fit_one_cycle, lr_find, to_fp16), epoch table
         from fastai.learner import Learner
@@ -287,7 +290,7 @@ class Session:
             self.resume = None
 
     # -- the schedule ------------------------------------------------------------------------
-    def fine_tune(self, learn, train_records: list[dict], valid_records: list[dict], label: str = "") -> None:
+    def fine_tune(self, learn, train_records: list[Record], valid_records: list[Record], label: str = "") -> None:
         """Frozen then unfrozen phases, once per size factor, with monitoring callbacks."""
         train = self.params.train
         self.tune += 1
@@ -320,7 +323,7 @@ class Session:
         if self.monitor:
             self.monitor.restore_best(learn.model)
 
-    def _callbacks(self, phase: str, valid_records: list[dict], skip: int) -> list:
+    def _callbacks(self, phase: str, valid_records: list[Record], skip: int) -> list:
         train = self.params.train
         cbs: list = [EpochLogger(self.log, phase, skip), Checkpointer(self._save_checkpoint, skip)]
         if self.monitor:
@@ -341,7 +344,7 @@ class Session:
             cbs.append(RestoreEpochState(skip, self._restore_epoch))
         return cbs
 
-    def _run_phase(self, learn, phase: Phase, valid_records: list[dict], skip: int) -> None:
+    def _run_phase(self, learn, phase: Phase, valid_records: list[Record], skip: int) -> None:
         # fastai steps every parameter that HAS a gradient: stale zero gradients of an earlier unfrozen
         # phase would let weight decay shrink a "frozen" body (and a resumed run, which has none, differ).
         learn.model.zero_grad(set_to_none=True)
@@ -399,11 +402,11 @@ def seed_everything(params: Params) -> None:
 def fit(
     task: Task,
     params: Params,
-    train_records: list[dict],
-    valid_records: list[dict],
+    train_records: list[Record],
+    valid_records: list[Record],
     classes: list[str],
     out: Path,
-    weak_records: list[dict] | None = None,
+    weak_records: list[Record] | None = None,
     evaluate: Callable[[Any, ModelConfig, int], dict] | None = None,
 ) -> FitResult:
     """Train a model for ``task``; logs go to ``out/dvclive`` and ``out/tensorboard``.

@@ -18,6 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dermdl.records import Record
+
 
 def overall_values(metrics: dict) -> dict[str, float]:
     """The headline numbers of one test set's metrics (its ``overall`` section), CIs stripped."""
@@ -42,7 +44,7 @@ def _score_round(session, model: Any, round_index: int, evaluate: Callable | Non
 
 
 def train_with_weak_labels(
-    session, train: list[dict], valid: list[dict], weak: list[dict], evaluate: Callable | None
+    session, train: list[Record], valid: list[Record], weak: list[Record], evaluate: Callable | None
 ) -> tuple[Any, list[dict]]:
     """Run the strategy in ``train.weak_labels``; returns (final learner, per-round test rows)."""
     mode = session.params.train.weak_labels

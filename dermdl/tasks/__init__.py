@@ -18,9 +18,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from dermdl.layout.schema import LayoutSchema
+
+if TYPE_CHECKING:  # records import numpy; declaring a task stays light
+    from dermdl.records import Record
 
 #: Procedures of the shared core that a task may not support; each unsupported one carries the reason
 #: shown to the user. The single source of these names: params checks and the core read it.
@@ -70,8 +73,9 @@ class Task(Protocol):
 
     - ``scan(params, datasets, check_images)`` -> (items, classes, Report) for the task's layout
     - ``prepare_item(source, relative, target, dst_root, size, policy, color_constancy)`` -> manifest record
-      (JSON-able dict with at least ``path`` (a unique name), ``source``, ``target``; ``stratum`` when splits
-      should stratify) plus ``pixels``, the prepared uint8 image that preprocess moves into the arrays
+      (a :class:`dermdl.records.Record`, where every key is declared: at least ``path`` (a unique name),
+      ``source``, ``target``; ``stratum`` when splits should stratify; ``pixels``, the prepared uint8 image
+      that preprocess moves into the arrays; the rest JSON-able)
     - ``target_array(params)`` -> None, or a picklable ``f(record) -> (size, size) uint8`` class-id map that
       preprocess stacks into ``targets.npy`` beside the images (spatial targets: masks)
     - ``prepare_settings(params)`` -> JSON-able task settings the prepared data depends on (fingerprint)
@@ -95,7 +99,7 @@ class Task(Protocol):
     capabilities: Capabilities
     layout: LayoutSchema
     scan: Callable[..., Any]
-    prepare_item: Callable[..., dict]
+    prepare_item: Callable[..., Record]
     target_array: Callable[[Any], Any]
     prepare_settings: Callable[[Any], dict]
     dataloaders: Callable[..., Any]
@@ -103,7 +107,7 @@ class Task(Protocol):
     loss_and_metrics: Callable[..., Any]
     predict: Callable[..., Any]
     concat_predictions: Callable[[list[Any]], Any]
-    pseudo_label: Callable[..., list[dict]]
+    pseudo_label: Callable[..., list[Record]]
     write_predictions: Callable[..., Path]
     analyze: Callable[..., dict]
     table: Callable[[dict, str], str]
@@ -142,12 +146,12 @@ class TaskPlugin:
     name: str
     layout: LayoutSchema
     scan: Callable[..., Any]
-    prepare_item: Callable[..., dict]
+    prepare_item: Callable[..., Record]
     dataloaders: Callable[..., Any]
     build_model: Callable[..., tuple[Any, Any]]
     loss_and_metrics: Callable[..., Any]
     predict: Callable[..., Any]
-    pseudo_label: Callable[..., list[dict]]
+    pseudo_label: Callable[..., list[Record]]
     write_predictions: Callable[..., Path]
     analyze: Callable[..., dict]
     table: Callable[[dict, str], str]

@@ -12,11 +12,12 @@ from typing import Any
 
 from dermdl.arrays import PIXELS
 from dermdl.prepare import prepare_image
+from dermdl.records import Record
 
 
 def prepare_item(
     source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str, color_constancy: str = "none"
-) -> dict[str, Any]:
+) -> Record:
     """Resize one image; the record is what later stages read (``pixels`` go into the dataset's array)."""
     width, height, pixels = prepare_image(source, size, policy, color_constancy)
     return {
@@ -30,7 +31,7 @@ def prepare_item(
     }
 
 
-def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], all_params: Any, norm: Any):
+def dataloaders(train: Sequence[Record], valid: Sequence[Record], classes: list[str], all_params: Any, norm: Any):
     """Batches from the prepared arrays; flips/rotation/zoom/lighting on whole batches (dermdl.augment)."""
     from dermdl.batches import Labels, array_dataloaders, augmentation
 

@@ -19,6 +19,7 @@ from dermdl.inference import softmax_tta, to_input_tensor
 from dermdl.io import atomic_write_text
 from dermdl.models import ModelConfig
 from dermdl.prepare import open_source
+from dermdl.records import Record
 
 
 @torch.inference_mode()
@@ -37,8 +38,8 @@ def predict(
 
 
 def pseudo_label(
-    model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any, work_dir: Path
-) -> list[dict]:
+    model: torch.nn.Module, config: ModelConfig, records: Sequence[Record], params: Any, work_dir: Path
+) -> list[Record]:
     """Self-training: each weakly labelled image gets the teacher's most probable class (hard label)."""
     probs = predict(model, config, PreparedImages(records), params.infer.bs, params.training_tta)
     labels = [config.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
@@ -46,7 +47,7 @@ def pseudo_label(
 
 
 def write_predictions(
-    records: Sequence[dict], probs: np.ndarray, config: ModelConfig, out_dir: Path, name: str
+    records: Sequence[Record], probs: np.ndarray, config: ModelConfig, out_dir: Path, name: str
 ) -> Path:
     """CSV: path, true label (empty for new images), predicted label, one probability column per class."""
     frame = pd.DataFrame(

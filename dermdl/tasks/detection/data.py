@@ -19,6 +19,7 @@ import torch
 
 from dermdl.arrays import PIXELS
 from dermdl.prepare import Geometry, geometry, prepare_image, resize
+from dermdl.records import Record
 
 
 def box_to_prepared(bbox: list[float], geo: Geometry) -> list[float] | None:
@@ -83,7 +84,7 @@ def rle_to_prepared(rle: dict, geo: Geometry, policy: str) -> dict | None:
 
 def prepare_item(
     source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str, color_constancy: str = "none"
-) -> dict[str, Any]:
+) -> Record:
     """Resize one image and map its annotations; the record is what train/infer/analyze read (its
     ``pixels`` go into the dataset's array)."""
     info = json.loads(target)
@@ -117,7 +118,7 @@ def prepare_item(
     }
 
 
-def record_geometry(record: dict) -> Geometry | None:
+def record_geometry(record: Record) -> Geometry | None:
     return Geometry(**record["geometry"]) if "geometry" in record else None
 
 
@@ -127,8 +128,8 @@ def to_tensor(image: Any) -> torch.Tensor:
 
 
 def dataloaders(
-    train: Sequence[dict],
-    valid: Sequence[dict],
+    train: Sequence[Record],
+    valid: Sequence[Record],
     classes: list[str],
     params: Any,
     norm: Any = None,

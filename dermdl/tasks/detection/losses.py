@@ -19,6 +19,7 @@ import torch
 from fastai.callback.core import Callback
 from fastai.learner import Metric
 
+from dermdl.records import Record
 from dermdl.tasks.detection.metrics import run_cocoeval
 from dermdl.tasks.detection.names import family
 
@@ -141,7 +142,7 @@ class DetectionCallback(Callback):
         self.learn.xb = (self.xb[0], self.yb[0])
 
 
-def loss_and_metrics(params: Any, classes: list[str], train_records: list[dict]):
+def loss_and_metrics(params: Any, classes: list[str], train_records: list[Record]):
     keys = LOSS_KEYS[family(params.detection.model)]
     return detection_loss, [LossComponent(key) for key in keys] + [ValidAP50()]
 

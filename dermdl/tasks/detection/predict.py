@@ -20,6 +20,7 @@ from dermdl.io import atomic_write_json
 from dermdl.models import ModelConfig
 from dermdl.params import DetectionParams
 from dermdl.prepare import geometry, open_source, resize
+from dermdl.records import Record
 from dermdl.tasks.detection.data import box_to_original, record_geometry, to_tensor
 from dermdl.tasks.detection.plots import colour, draw_boxes, save_png
 
@@ -69,13 +70,13 @@ def predict(
 
 
 def pseudo_label(
-    model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any, work_dir: Path
-) -> list[dict]:
+    model: torch.nn.Module, config: ModelConfig, records: Sequence[Record], params: Any, work_dir: Path
+) -> list[Record]:
     """Self-training: the teacher's boxes scoring >= ``detection.score_threshold`` become the targets
     (prepared images are passed, so the boxes are already in prepared coordinates)."""
     threshold = params.detection.score_threshold
     preds = predict(model, config, PreparedImages(records), params.infer.bs)
-    out = []
+    out: list[Record] = []
     for record, det in zip(records, preds["images"]):
         keep = det["scores"] >= threshold
         objects = [
@@ -101,7 +102,7 @@ def _overlay_name(file_name: str, used: set[str]) -> str:
 
 
 def write_predictions(
-    records: Sequence[dict], predictions: dict, config: ModelConfig, out_dir: Path, name: str
+    records: Sequence[Record], predictions: dict, config: ModelConfig, out_dir: Path, name: str
 ) -> Path:
     """``<name>.json``: COCO results (ORIGINAL image pixels, every detection the model keeps, score
     >= 0.05, so AP sees the full ranking); ``<name>_gt.json`` (test sets) or ``<name>_images.json``

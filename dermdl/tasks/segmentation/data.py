@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -29,6 +29,7 @@ from dermdl.arrays import PIXELS, prepared_root
 from dermdl.images import open_mask, write_png
 from dermdl.models import ModelConfig
 from dermdl.prepare import PNG_LEVEL, Geometry, geometry, prepare_image, resize
+from dermdl.records import Record
 from dermdl.tasks.segmentation.layout import IMAGES, MASKS
 
 FULL_MASKS = "masks_full"
@@ -132,7 +133,7 @@ def config_extra(params: Any) -> dict[str, Any]:
 
 def prepare_item(
     source: Path, relative: str, target: str, dst_root: Path, size: int, policy: str, color_constancy: str = "none"
-) -> dict[str, Any]:
+) -> Record:
     """Resize an image and its mask (``target``) with the same geometry; keep the full-size mask."""
     rel = Path(relative)
     dataset, stem = rel.parts[0], rel.stem
@@ -166,12 +167,12 @@ def prepare_item(
     }
 
 
-def prepared_path(record: dict, key: str) -> Path:
+def prepared_path(record: Record, key: Literal["target", "mask_full"]) -> Path:
     """Absolute path of a prepared file named in a manifest record."""
     return prepared_root(record) / record[key]
 
 
-def prepared_classes(vmap: ValueMap, record: dict) -> np.ndarray:
+def prepared_classes(vmap: ValueMap, record: Record) -> np.ndarray:
     """Class ids of a record's prepared mask; padding outside ``content_box`` is class 0."""
     path = prepared_path(record, "target")
     values = open_mask(path)
@@ -190,13 +191,13 @@ class MaskTarget:
         self.pairs, self.n_classes = pairs, n_classes
         self._map: ValueMap | None = None
 
-    def __call__(self, record: dict) -> np.ndarray:
+    def __call__(self, record: Record) -> np.ndarray:
         if self._map is None:
             self._map = ValueMap([(v, c) for v, c in self.pairs], self.n_classes)
         return prepared_classes(self._map, record)
 
 
-def dataloaders(train: Sequence[dict], valid: Sequence[dict], classes: list[str], all_params: Any, norm: Any):
+def dataloaders(train: Sequence[Record], valid: Sequence[Record], classes: list[str], all_params: Any, norm: Any):
     """(image, class-id mask) batches from the prepared arrays; every geometric change moves both."""
     from dermdl.batches import Masks, array_dataloaders, augmentation
 

@@ -19,6 +19,7 @@ from dermdl.inference import softmax_tta, to_input_tensor
 from dermdl.io import atomic_file, atomic_write_text
 from dermdl.models import ModelConfig
 from dermdl.prepare import open_source, resize
+from dermdl.records import Record
 from dermdl.tasks.segmentation.data import config_value_map, prepared_classes, prepared_path, resize_probs, to_original
 from dermdl.tasks.segmentation.layout import MASKS
 from dermdl.tasks.segmentation.metrics import confusion_counts, per_image, probability_histograms
@@ -50,15 +51,15 @@ def predict(
 
 
 def pseudo_label(
-    model: torch.nn.Module, config: ModelConfig, records: Sequence[dict], params: Any, work_dir: Path
-) -> list[dict]:
+    model: torch.nn.Module, config: ModelConfig, records: Sequence[Record], params: Any, work_dir: Path
+) -> list[Record]:
     """Self-training: the teacher's class ids of each weakly labelled image, at the prepared size, in
     ``work_dir/targets.npy``; the records point training there (``target_arrays``, ``target_row``)."""
     size = config.preprocess_size
     preds = predict(model, config, PreparedImages(records), params.infer.bs, params.training_tta)
     work_dir.mkdir(parents=True, exist_ok=True)
     labels = np.lib.format.open_memmap(work_dir / TARGETS, mode="w+", dtype=np.uint8, shape=(len(records), size, size))
-    out = []
+    out: list[Record] = []
     for index, (record, pred) in enumerate(zip(records, preds)):
         labels[index] = resize_probs(pred.probs, size).argmax(axis=0)
         out.append({**record, "target_arrays": str(work_dir), "target_row": index})
@@ -76,7 +77,7 @@ def _unique_stem(source: str, used: set[str]) -> str:
 
 
 def write_predictions(
-    records: Sequence[dict], preds: Sequence[SegPrediction], config: ModelConfig, out_dir: Path, name: str
+    records: Sequence[Record], preds: Sequence[SegPrediction], config: ModelConfig, out_dir: Path, name: str
 ) -> Path:
     """``<name>/masks/<stem>.png`` at the ORIGINAL resolution in the stored value convention,
     ``<name>/overlays/<stem>.png`` (image | truth | prediction at the prepared size) and
