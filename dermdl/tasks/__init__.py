@@ -67,6 +67,16 @@ class Lazy:
         return self.resolve()(*args, **kwargs)
 
 
+def parts_of(package: str) -> Callable[[str, str], Lazy]:
+    """``part = parts_of(__name__)``, then ``part("predict", "predict")``: a task package names its
+    functions by submodule without importing them."""
+
+    def part(module: str, attribute: str) -> Lazy:
+        return Lazy(f"{package}.{module}", attribute)
+
+    return part
+
+
 @runtime_checkable
 class Task(Protocol):
     """The interface a task provides to the shared core.

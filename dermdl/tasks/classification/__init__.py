@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dermdl.tasks import Capabilities, Lazy, TaskPlugin
+from dermdl.tasks import Capabilities, TaskPlugin, parts_of
 from dermdl.tasks.classification.layout import LAYOUT
 
-
-def _part(module: str, attribute: str) -> Lazy:
-    return Lazy(f"{__name__}.{module}", attribute)
+_part = parts_of(__name__)
 
 
 TASK = TaskPlugin(

@@ -6,14 +6,13 @@ RetinaNet) trained by the shared fastai core; evaluated with COCO AP and bootstr
 
 from __future__ import annotations
 
-from dermdl.tasks import Capabilities, Lazy, TaskPlugin
+from dermdl.tasks import Capabilities, TaskPlugin, parts_of
 from dermdl.tasks.detection.layout import LAYOUT
 
 _BOXES = "boxes do not mix or resize with the images here"
 
 
-def _part(module: str, attribute: str) -> Lazy:
-    return Lazy(f"{__name__}.{module}", attribute)
+_part = parts_of(__name__)
 
 
 TASK = TaskPlugin(

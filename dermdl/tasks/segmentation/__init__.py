@@ -5,12 +5,10 @@ The plug-in for the shared core (see :class:`dermdl.tasks.Task`); user documenta
 
 from __future__ import annotations
 
-from dermdl.tasks import Capabilities, Lazy, TaskPlugin
+from dermdl.tasks import Capabilities, TaskPlugin, parts_of
 from dermdl.tasks.segmentation.layout import LAYOUT
 
-
-def _part(module: str, attribute: str) -> Lazy:
-    return Lazy(f"{__name__}.{module}", attribute)
+_part = parts_of(__name__)
 
 
 TASK = TaskPlugin(
