@@ -269,12 +269,21 @@ def _check_leaks(args: argparse.Namespace) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from dermdl.errors import ParamsError
+    from dermdl.params import parse_yaml
+
     updates: dict[str, Any] = {}
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.lr=2e-4")
-        updates[key.strip()] = yaml.safe_load(value)
+        try:
+            updates[key.strip()] = parse_yaml(value)
+        except yaml.YAMLError as exc:
+            problem = str(getattr(exc, "problem", None) or exc).splitlines()[0]
+            raise ParamsError(
+                f"--set {item!r}: the value is not valid YAML ({problem}); quote text, write lists as [a, b]"
+            ) from None
     for key, _kind in THESIS_FLAGS.values():
         value = getattr(args, key, None)
         if value is not None:
@@ -313,6 +322,12 @@ def _predict(args: argparse.Namespace) -> int:
     records = [{"source": str(p)} for p in paths]
     if args.out:
         out = Path(args.out)
+        from dermdl.io import is_inside
+
+        folders = [Path(raw) for raw in args.inputs if Path(raw).is_dir()]
+        inside = [f for f in folders if is_inside(out.parent, f)]
+        if inside:
+            raise ValueError(f"--out {out}: inside the input folder {inside[0]}; write predictions outside it")
         written = task.write_predictions(records, probs, config, out.parent, out.stem)
         files = out.parent / out.stem  # tasks that write more than a CSV (segmentation masks) put it here
         print(f"predict: {len(paths)} images -> {written}" + (f" (+ {files}{os.sep})" if files.is_dir() else ""))

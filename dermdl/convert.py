@@ -108,8 +108,12 @@ def objects_to_mask(annotations: list[dict], height: int, width: int, class_of: 
 
 
 def _fresh(out: Path, source: Path) -> None:
+    from dermdl.io import is_inside
+
     if out.resolve() == source.resolve():
         raise ValueError(f"{out}: the output folder must differ from the input folder")
+    if is_inside(out, source):
+        raise ValueError(f"{out}: the output folder is inside the input folder {source}; choose a folder outside it")
     if out.exists():
         raise ValueError(f"{out}: already exists; choose a new output folder (convert never overwrites data)")
 

@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Any
 
 
+def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """``path`` is ``folder`` or below it (links resolved): where writing would land among its files."""
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(folder))
+    return real == base or base in real.parents
+
+
 def _umask() -> int:
     umask = os.umask(0)
     os.umask(umask)

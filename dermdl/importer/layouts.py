@@ -166,6 +166,15 @@ def _refuse_unsafe_out(spec: ImportSpec, rows: list[Row], report: Report) -> Non
                 "choose a new or empty folder for --out (it is replaced as a whole)",
             )
             return
+    image_folders = {Path(os.path.realpath(r.source)).parent for r in rows}
+    for folder in sorted(image_folders):
+        if out == folder or folder in out.parents:
+            report.add(
+                spec.out,
+                f"output folder is inside the image folder {folder}",
+                "choose an --out folder outside the folders of the images (dermdl never writes among them)",
+            )
+            return
     sources = [spec.csv] + [r.source for r in rows] + [r.mask for r in rows if r.mask is not None]
     for source in sources:
         real = Path(os.path.realpath(source))

@@ -1,0 +1,183 @@
+"""Bad-input catalogue (issue 12): each case is an input a user or a file can throw at dermdl and the exact
+outcome — an error naming the file or key with how to fix it, on stderr, a non-zero exit, no traceback —
+and the data folder is byte-for-byte unchanged afterwards. docs/bad-inputs.md lists the cases."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from dermdl.cli import main
+
+
+def _layout(root: Path) -> None:
+    rng = np.random.default_rng(0)
+    for dataset in ("sl_train", "sl_test"):
+        for cls in ("a", "b"):
+            folder = root / dataset / cls
+            folder.mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / f"{cls}{i}.png")
+
+
+def _digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+@pytest.fixture
+def data(tmp_path):
+    root = tmp_path / "data"
+    _layout(root)
+    return root
+
+
+def _params(tmp_path: Path, root: Path, extra: str = "") -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(f"out_dir: {tmp_path / 'out'}\ndata:\n  root: {root}\n  wl_train: []\n{extra}", encoding="utf-8")
+    return path
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err
+
+
+# params.yaml content -> what the error says (exit 2: a params error)
+PARAMS_FILE_CASES = [
+    ("bool-as-epochs", "train:\n  epochs: true\n", "train.epochs: expected a number, got the boolean true"),
+    ("bool-as-lr", "train:\n  lr: yes\n", "train.lr: expected a number, got the boolean true"),
+    ("duplicate-section", "train:\n  lr: 0.1\ntrain:\n  lr: 0.2\n", "key 'train' is given twice"),
+    ("duplicate-key", "train:\n  lr: 0.1\n  lr: 0.2\n", "key 'lr' is given twice"),
+    ("huge-seed", "train:\n  seed: 123456789012345678901234\n", "train.seed: Input should be less than or equal to"),
+    ("negative-seed", "train:\n  seed: -1\n", "train.seed: Input should be greater than or equal to 0"),
+    ("huge-analyze-seed", "analyze:\n  seed: 99999999999\n", "analyze.seed: Input should be less than or equal to"),
+    ("unknown-task", "task: segmentaton\n", "unknown task 'segmentaton'"),
+    ("moved-and-new-key", "train:\n  loss: ce\nclassification:\n  loss: focal\n", "train.loss and classification.loss"),
+]
+
+
+@pytest.mark.parametrize("name, extra, message", PARAMS_FILE_CASES, ids=[c[0] for c in PARAMS_FILE_CASES])
+def test_bad_params_file(tmp_path, data, capsys, name, extra, message):
+    before = _digest(data)
+    code, err = _run(["validate", "--params", str(_params(tmp_path, data, extra))], capsys)
+    assert code == 2 and message in err and str(tmp_path / "params.yaml") in err
+    assert _digest(data) == before
+
+
+def test_params_file_not_utf8_names_the_line(tmp_path, data, capsys):
+    path = _params(tmp_path, data)
+    path.write_bytes(path.read_bytes() + "train:\n  exp_name: caf\xe9\n".encode("latin-1"))
+    code, err = _run(["validate", "--params", str(path)], capsys)
+    assert code == 2 and f"{path}: line 6 is not UTF-8 text" in err and "save the file as UTF-8" in err
+
+
+def test_params_file_with_bom_is_accepted(tmp_path, data, capsys):
+    path = _params(tmp_path, data)
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert _run(["validate", "--params", str(path)], capsys)[0] == 0
+
+
+# --set values -> what the error says
+SET_CASES = [
+    ("into-a-value", "train.lr.x=1", "train.lr is a single value, not a section"),
+    ("unclosed-list", "train.lr=[1", "the value is not valid YAML"),
+    ("yes-as-number", "train.epochs=yes", "train.epochs: expected a number, got the boolean true"),
+    ("empty-key", "=3", "'' is not a key"),
+    ("trailing-dot", "train.=3", "'train.' is not a key"),
+    ("huge-seed", "train.seed=123456789012345678901234", "train.seed: Input should be less than or equal to"),
+    ("unknown-key", "train.lrr=0.1", "train.lrr: unknown key"),
+    ("wrong-type", "train.bs=many", "train.bs: Input should be a valid integer"),
+]
+
+
+@pytest.mark.parametrize("name, setting, message", SET_CASES, ids=[c[0] for c in SET_CASES])
+def test_bad_set_value(tmp_path, data, capsys, name, setting, message):
+    code, err = _run(["validate", "--params", str(_params(tmp_path, data)), "--set", setting], capsys)
+    assert code == 2 and message in err
+    assert len(err.strip().splitlines()) <= 2  # the file/command line, then the one problem
+
+
+def test_out_dir_inside_the_data_root_is_refused(tmp_path, data, capsys):
+    path = tmp_path / "params.yaml"
+    path.write_text(f"out_dir: {data / 'results'}\ndata:\n  root: {data}\n  wl_train: []\n")
+    before = _digest(data)
+    code, err = _run(["validate", "--params", str(path)], capsys)
+    assert code == 2 and "is inside data.root" in err and "choose an out_dir outside the data folder" in err
+    assert _digest(data) == before and not (data / "results").exists()
+
+
+def test_convert_out_inside_the_input_is_refused(tmp_path, capsys):
+    from dermdl.demo import generate_demo
+
+    demo = tmp_path / "demo"
+    generate_demo(demo, n_train=1, n_test=1, n_weak=1, size=32)
+    root = demo / "segmentation"
+    before = _digest(root)
+    code, err = _run(["convert", "masks-to-coco", "--root", str(root), "--out", str(root / "coco")], capsys)
+    assert code == 1 and "inside the input folder" in err
+    assert _digest(root) == before
+
+
+def test_import_out_inside_the_image_folder_is_refused(tmp_path, capsys):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["file,label,patient"]
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
+        rows.append(f"images/{i}.png,{'ab'[i % 2]},p{i}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    before = _digest(images)
+    argv = [
+        "import",
+        str(tmp_path / "labels.csv"),
+        "--out",
+        str(images / "layouts"),
+        "--image-column",
+        "file",
+        "--label-column",
+        "label",
+        "--group-column",
+        "patient",
+        "--seed",
+        "0",
+    ]
+    code, err = _run(argv, capsys)
+    assert code != 0 and "inside the image folder" in err
+    assert _digest(images) == before
+
+
+def test_predict_out_inside_an_input_folder_is_refused(tmp_path, capsys):
+    from dermdl.models import ModelConfig, save_model
+    from dermdl.tasks.classification.model import build_classifier
+
+    model, (mean, std) = build_classifier("efficientnet_lite0", 2, pretrained=False)
+    config = ModelConfig(
+        task="classification",
+        arch="efficientnet_lite0",
+        classes=["a", "b"],
+        input_size=32,
+        mean=list(mean),
+        std=list(std),
+        preprocess_size=32,
+        resize="squish",
+    )
+    save_model(model, config, tmp_path / "model")
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(images / "x.png")
+    before = _digest(images)
+    code, err = _run(
+        ["predict", "--model", str(tmp_path / "model"), str(images), "--out", str(images / "p.csv")], capsys
+    )
+    assert code == 1 and "inside the input folder" in err
+    assert _digest(images) == before
