@@ -212,6 +212,11 @@ def _import_parser(sub: Any) -> None:
         metavar="NAME",
         help="detection: one category NAME for every box (e.g. lesion) instead of the label",
     )
+    imp.add_argument(
+        "--missing-group-alone",
+        action="store_true",
+        help="a row whose group id is missing (empty, NaN, N/A, -, ...) becomes its own group (default: an error)",
+    )
     imp.add_argument("--copy", action="store_true", help="copy files instead of hard-linking them")
     imp.add_argument(
         "--workers", type=int, default=2, help="processes that decode images for checking (default: %(default)s)"

@@ -181,3 +181,64 @@ def test_predict_out_inside_an_input_folder_is_refused(tmp_path, capsys):
     )
     assert code == 1 and "inside the input folder" in err
     assert _digest(images) == before
+
+
+def _table(tmp_path: Path, groups: list[str], labels: list[str] | None = None) -> Path:
+    images = tmp_path / "images"
+    images.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = ["file,label,patient"]
+    for i, group in enumerate(groups):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
+        label = labels[i] if labels else "ab"[i % 2]
+        lines.append(f'images/{i}.png,"{label}",{group}')
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "labels.csv"
+
+
+def _import(table: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "import",
+        str(table),
+        "--out",
+        str(out),
+        "--image-column",
+        "file",
+        "--label-column",
+        "label",
+        "--group-column",
+        "patient",
+        "--seed",
+        "0",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("token", ["NaN", "nan", "N/A", "null", "-", "None", "#N/A", "?"])
+def test_import_missing_group_tokens_are_not_group_ids(tmp_path, capsys, token):
+    groups = [f"p{i}" for i in range(12)]
+    groups[3] = groups[7] = token  # two unrelated rows would share the patient "NaN"
+    table = _table(tmp_path, groups)
+    code, err = _run(_import(table, tmp_path / "out"), capsys)
+    assert code != 0 and f"labels.csv:5: group id is missing ({token!r})" in err and "--missing-group-alone" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_import_missing_group_alone_gives_each_row_its_own_group(tmp_path, capsys):
+    import csv
+
+    groups = [f"p{i}" for i in range(12)]
+    groups[3] = groups[7] = "NaN"
+    code, _ = _run(_import(_table(tmp_path, groups), tmp_path / "out", "--missing-group-alone"), capsys)
+    assert code == 0
+    with (tmp_path / "out" / "classification" / "groups.csv").open() as handle:
+        ids = [row["group"] for row in csv.DictReader(handle)]
+    assert len(ids) == 12 and "NaN" not in ids and len(set(ids)) == 12
+
+
+@pytest.mark.parametrize("label", ["mel\nnv", "mel\tx", "mel\x07"])
+def test_import_labels_with_control_characters_are_refused(tmp_path, capsys, label):
+    labels = ["a", "b"] * 6
+    labels[2] = label
+    code, err = _run(_import(_table(tmp_path, [f"p{i}" for i in range(12)], labels), tmp_path / "out"), capsys)
+    assert code != 0 and "cannot be a folder name" in err and "control characters" in err

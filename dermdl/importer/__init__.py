@@ -68,6 +68,7 @@ def main_args(args: Any) -> int:
         image=args.image_column,
         label=args.label_column,
         group=args.group_column,
+        missing_group_alone=args.missing_group_alone,
         mask=args.mask_column,
         boxes=tuple(args.box_columns) if args.box_columns else None,
         box_format=args.box_format or "xyxy",

@@ -53,6 +53,7 @@ class ImportSpec:
     test_name: str = "sl_test"
     weak_name: str = "wl_train"
     single_class: str | None = None  # detection category for every box (default: the label)
+    missing_group_alone: bool = False  # a missing group id (empty, NaN, N/A, -, ...) makes the row its own group
     copy: bool = False
     workers: int = 2
     preset: str | None = None
@@ -99,6 +100,7 @@ class ImportSpec:
             "seed": self.seed,
             "names": {"sl_train": self.train_name, "sl_test": self.test_name, "wl_train": self.weak_name},
             "single_class": self.single_class,
+            "missing_group_alone": self.missing_group_alone,
             "copy": self.copy,
         }
 
@@ -128,8 +130,27 @@ def _where(spec: ImportSpec, line: int) -> str:
     return f"{spec.csv}:{line}"
 
 
+#: What spreadsheets write for "no value": never a real lesion/patient id (it would merge unrelated rows).
+MISSING_TOKENS = frozenset({"", "nan", "na", "n/a", "null", "none", "-", "--", "?", "#n/a", "missing", "unknown"})
+
+
+def is_missing(value: str) -> bool:
+    return value.strip().lower() in MISSING_TOKENS
+
+
+def has_control_characters(value: str) -> bool:
+    return any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value)
+
+
 def _safe_folder_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and not name.startswith(".") and "/" not in name and "\\" not in name
+    return (
+        bool(name)
+        and name not in (".", "..")
+        and not name.startswith(".")
+        and "/" not in name
+        and "\\" not in name
+        and not has_control_characters(name)
+    )
 
 
 def _dialect(sample: str) -> type[csv.Dialect] | csv.Dialect:

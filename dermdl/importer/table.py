@@ -19,6 +19,7 @@ from dermdl.importer.spec import (
     _resolve,
     _safe_folder_name,
     _where,
+    is_missing,
 )
 from dermdl.layout.report import Report
 from dermdl.layout.schema import LayoutSchema
@@ -114,13 +115,23 @@ def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
             bad = True
         elif not _safe_folder_name(label):
             report.add(
-                where, f"label '{label}' cannot be a folder name", "rename the label (no '/' or '\\', no leading '.')"
+                where,
+                f"label {label!r} cannot be a folder name",
+                "rename the label (no '/' or '\\', no leading '.', no line breaks or control characters)",
             )
             bad = True
         group = value.get("group", "")
-        if spec.group and not group:
-            report.add(where, "group id is empty", "fill in the lesion/patient id (or give the image its own id)")
-            bad = True
+        if spec.group and is_missing(group):
+            if spec.missing_group_alone:
+                group = ""  # the row becomes its own group below
+            else:
+                report.add(
+                    where,
+                    f"group id is missing ({group!r})" if group else "group id is empty",
+                    "fill in the lesion/patient id, or pass --missing-group-alone to make each such row its own "
+                    "group (a shared 'NaN' would merge unrelated patients into one)",
+                )
+                bad = True
         mask = None
         if spec.mask:
             if not value["mask"]:
