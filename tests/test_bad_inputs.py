@@ -242,3 +242,52 @@ def test_import_labels_with_control_characters_are_refused(tmp_path, capsys, lab
     labels[2] = label
     code, err = _run(_import(_table(tmp_path, [f"p{i}" for i in range(12)], labels), tmp_path / "out"), capsys)
     assert code != 0 and "cannot be a folder name" in err and "control characters" in err
+
+
+def test_same_stem_images_in_a_class_folder_are_both_kept(tmp_path, data, capsys):
+    """x.jpg and x.png in one class folder are two images: both validated, prepared into their own rows."""
+    from dermdl import pipeline
+    from dermdl.params import load_params
+
+    folder = data / "sl_train" / "a"
+    Image.fromarray(np.full((24, 24, 3), 10, dtype=np.uint8)).save(folder / "x.png")
+    Image.fromarray(np.full((24, 24, 3), 240, dtype=np.uint8)).save(folder / "x.jpg")
+    params = load_params(_params(tmp_path, data, "preprocess:\n  size: 16\n  workers: 1\n"))
+    assert pipeline.validate(params).ok
+    manifest = pipeline.preprocess(params)
+    records = [r for r in manifest["datasets"]["sl_train"] if r["source"].startswith("sl_train/a/x.")]
+    assert sorted(r["source"] for r in records) == ["sl_train/a/x.jpg", "sl_train/a/x.png"]
+    assert len({r["row"] for r in records}) == 2
+    from dermdl.arrays import PreparedImages
+
+    loaded = pipeline.load_manifest(params)["datasets"]["sl_train"]
+    pixels = {
+        r["source"]: np.asarray(PreparedImages([r])[0]).mean()
+        for r in loaded
+        if r["source"] in ("sl_train/a/x.jpg", "sl_train/a/x.png")
+    }
+    assert pixels["sl_train/a/x.png"] < 50 < 200 < pixels["sl_train/a/x.jpg"]
+
+
+@pytest.mark.parametrize(
+    "names, message",
+    [
+        (("x.jpg", "x.png"), "share the name 'x'"),
+        (("X.png", "x.png"), "differ only in upper/lower case"),
+    ],
+)
+def test_segmentation_images_that_would_share_a_mask_are_errors(tmp_path, capsys, names, message):
+    from dermdl.demo import generate_demo
+
+    generate_demo(tmp_path / "demo", n_train=2, n_test=2, n_weak=1, size=32)
+    root = tmp_path / "demo" / "segmentation"
+    images, masks = root / "sl_train" / "images", root / "sl_train" / "masks"
+    source = next(images.iterdir())
+    for name in names:
+        Image.open(source).save(images / name)
+        Image.open(masks / source.name).save(masks / f"{Path(name).stem}.png")
+    before = _digest(root)
+    params = _params(tmp_path, root, "task: segmentation\n")
+    code, err = _run(["validate", "--params", str(params)], capsys)
+    assert code == 1 and message in err and all(name in err for name in names)
+    assert _digest(root) == before

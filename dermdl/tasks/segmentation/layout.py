@@ -111,6 +111,15 @@ def _list_images(folder: Path, report: Report) -> tuple[dict[str, Path], set[str
                 )
         else:
             images[stem] = paths[0]
+    for stems in _case_only_collisions(images):
+        names = ", ".join(images[stem].name for stem in stems)
+        for stem in stems:
+            report.add(
+                images.pop(stem),
+                f"images {names} differ only in upper/lower case: on macOS and Windows they are one file, and "
+                f"their masks ({MASKS}/<name>.png) would be too",
+                "rename all but one of them",
+            )
     if not by_stem:
         report.add(
             folder,
@@ -118,6 +127,14 @@ def _list_images(folder: Path, report: Report) -> tuple[dict[str, Path], set[str
             "add images (and their masks), or remove the dataset from the dataset list",
         )
     return images, set(by_stem)
+
+
+def _case_only_collisions(by_stem: Mapping[str, Path]) -> list[list[str]]:
+    """Groups of stems equal but for case (``X`` and ``x``)."""
+    folded: dict[str, list[str]] = defaultdict(list)
+    for stem in by_stem:
+        folded[stem.casefold()].append(stem)
+    return [sorted(stems) for stems in folded.values() if len(stems) > 1]
 
 
 def _list_masks(folder: Path, report: Report) -> tuple[dict[str, Path], set[str]]:
