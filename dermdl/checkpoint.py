@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import sys
+import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 
 from dermdl.io import atomic_file, atomic_write_json
+from dermdl.models import read_state_dict
 from dermdl.records import Record
 
 CHECKPOINT = "last.pt"
@@ -156,23 +159,48 @@ class Checkpoints:
         path = self.folder / name
         if not path.is_file():
             return None
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = read_state_dict(path, "it is set aside")
+        except ValueError as exc:
+            self._set_aside(path, str(exc))
+            return None
         if state.get("key") != self.key:
             print(f"train: {path} is from other parameters or data; starting from the beginning")
             return None
         return state
 
+    def _set_aside(self, path: Path, why: str) -> None:
+        """A checkpoint that cannot be resumed is kept (renamed), never deleted: training starts fresh."""
+        aside = path.with_name(f"{path.name}.unusable-{time.strftime('%Y%m%d-%H%M%S')}")
+        path.replace(aside)
+        print(
+            f"train: warning: {why.removesuffix('; it is set aside')}; moved to {aside}, starting from the beginning",
+            file=sys.stderr,
+        )
+
     def load(self) -> EpochState | None:
         state = self._read(CHECKPOINT)
-        if state:
-            print(f"train: resuming from {self.folder / CHECKPOINT} after epoch {state['epochs_done']}")
-        return EpochState.from_dict(state) if state else None
+        if not state:
+            return None
+        try:
+            resumed = EpochState.from_dict(state)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._set_aside(self.folder / CHECKPOINT, f"{self.folder / CHECKPOINT}: incomplete checkpoint ({exc!r})")
+            return None
+        print(f"train: resuming from {self.folder / CHECKPOINT} after epoch {resumed.epochs_done}")
+        return resumed
 
     def load_round(self) -> RoundState | None:
         state = self._read(ROUND)
-        if state:
-            print(f"train: self-training resumes after round {state['round']} ({self.folder / ROUND})")
-        return RoundState.from_dict(state) if state else None
+        if not state:
+            return None
+        try:
+            resumed = RoundState.from_dict(state)
+        except (KeyError, TypeError, ValueError) as exc:
+            self._set_aside(self.folder / ROUND, f"{self.folder / ROUND}: incomplete checkpoint ({exc!r})")
+            return None
+        print(f"train: self-training resumes after round {state['round']} ({self.folder / ROUND})")
+        return resumed
 
     def _write(self, name: str, state: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

@@ -69,8 +69,17 @@ class ModelConfig:
 
     @classmethod
     def from_json(cls, path: Path) -> ModelConfig:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(**data)
+        """Read and check a model.json. A model folder is untrusted input: every size it can ask for is
+        bounded before any tensor is allocated, and a bad file is one line naming the key."""
+        from dermdl.model_config import check_config
+
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(
+                f"{path}: not a JSON model config ({exc}); copy the model folder again or retrain"
+            ) from None
+        return cls(**check_config(data, path))
 
 
 def _normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -109,12 +118,35 @@ def load_backbone_state(backbone: nn.Module, state: dict[str, torch.Tensor], sou
     backbone.load_state_dict(mapped)
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+def read_state_dict(path: Path, fix: str) -> dict[str, Any]:
+    """``torch.load(weights_only=True)`` (or safetensors) with one clear line for every way a file can be
+    unusable: empty, truncated, not a weights file, a pickle with code in it."""
+    import pickle
 
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if path.is_file() and path.stat().st_size == 0:
+        raise ValueError(f"{path}: the file is empty; {fix}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = "it holds Python objects, not only tensors (torch.load weights_only=True refused it; never unpickled)"
+        if "Weights only load failed" not in str(exc):
+            reason = f"not a weights file ({str(exc).splitlines()[0]})"
+        raise ValueError(f"{path}: cannot be loaded: {reason}; {fix}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as exc:
+        first = (str(exc).splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{path}: cannot be loaded (damaged or not a weights file: {first}); {fix}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: holds a {type(state).__name__}, not a dict of tensors; {fix}")
+    return state
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    return read_state_dict(path, "give train.pretrained a .pth/.safetensors state dict, true or false")
 
 
 def _packaged_norm() -> tuple[list[float], list[float]]:
@@ -177,7 +209,22 @@ def load_model(directory: str | Path) -> tuple[nn.Module, ModelConfig]:
         )
     from dermdl.tasks import get_task  # lazy: tasks import this module
 
+    fix = "copy the model folder again or retrain"
+    state = read_state_dict(weights_path, fix)
     model, _ = get_task(config.task).build_model(config, pretrained=False)
-    model.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True))
+    expected = model.state_dict()
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    wrong = [k for k in set(expected) & set(state) if getattr(state[k], "shape", None) != expected[k].shape]
+    if missing or unexpected or wrong:
+        details = "; ".join(
+            f"{what} {len(keys)} (e.g. {sorted(keys)[0]})"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        )
+        raise ValueError(
+            f"{weights_path}: the weights do not fit the network {config_path.name} describes "
+            f"({config.arch}, {len(config.classes)} classes): {details}; {fix}"
+        )
+    model.load_state_dict(state)
     model.eval()
     return model, config

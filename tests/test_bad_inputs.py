@@ -291,3 +291,120 @@ def test_segmentation_images_that_would_share_a_mask_are_errors(tmp_path, capsys
     code, err = _run(["validate", "--params", str(params)], capsys)
     assert code == 1 and message in err and all(name in err for name in names)
     assert _digest(root) == before
+
+
+# --- model folders: model.json and model.pt are untrusted input ---------------------------------------
+
+
+def _model_folder(tmp_path: Path) -> Path:
+    from dermdl.models import ModelConfig, save_model
+    from dermdl.tasks.classification.model import build_classifier
+
+    model, (mean, std) = build_classifier("efficientnet_lite0", 2, pretrained=False)
+    config = ModelConfig(
+        task="classification",
+        arch="efficientnet_lite0",
+        classes=["a", "b"],
+        input_size=32,
+        mean=list(mean),
+        std=list(std),
+        preprocess_size=32,
+        resize="squish",
+    )
+    save_model(model, config, tmp_path / "model")
+    return tmp_path / "model"
+
+
+MODEL_JSON_CASES = [
+    ("not-json", lambda c: "{task: classification", "not a JSON model config"),
+    ("a-list", lambda c: [c], "expected a JSON object of model settings"),
+    ("huge-input", lambda c: {**c, "input_size": 30000}, "input_size: Input should be less than or equal to 4096"),
+    ("huge-preprocess", lambda c: {**c, "preprocess_size": 10**9}, "preprocess_size: Input should be less than"),
+    ("no-classes", lambda c: {**c, "classes": []}, "classes: List should have at least 1 item"),
+    ("duplicate-classes", lambda c: {**c, "classes": ["a", "a"]}, "classes: class names must be unique"),
+    (
+        "too-many-classes",
+        lambda c: {**c, "classes": [str(i) for i in range(10_001)]},
+        "classes: List should have at most",
+    ),
+    ("unknown-task", lambda c: {**c, "task": "segmentaton"}, "task: unknown task 'segmentaton'"),
+    ("short-mean", lambda c: {**c, "mean": [0.5, 0.5]}, "mean: List should have at least 3 items"),
+    ("zero-std", lambda c: {**c, "std": [0, 1, 1]}, "std: every std must be positive"),
+    ("string-size", lambda c: {**c, "input_size": "32"}, "input_size: Input should be a valid integer"),
+    ("bool-size", lambda c: {**c, "input_size": True}, "input_size: Input should be a valid integer"),
+    ("missing-key", lambda c: {k: v for k, v in c.items() if k != "arch"}, "arch: Field required"),
+    ("extra-key", lambda c: {**c, "payload": "x"}, "payload: Extra inputs are not permitted"),
+    ("bad-resize", lambda c: {**c, "resize": "stretch"}, "resize: unknown resize policy 'stretch'"),
+]
+
+
+@pytest.mark.parametrize("name, change, message", MODEL_JSON_CASES, ids=[c[0] for c in MODEL_JSON_CASES])
+def test_bad_model_json_is_one_line_before_any_tensor(tmp_path, capsys, name, change, message):
+    import json
+
+    folder = _model_folder(tmp_path)
+    config = json.loads((folder / "model.json").read_text())
+    changed = change(config)
+    (folder / "model.json").write_text(changed if isinstance(changed, str) else json.dumps(changed))
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(image)
+    code, err = _run(["predict", "--model", str(folder), str(image)], capsys)
+    assert code == 1 and f"{folder / 'model.json'}: " in err and message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def _other_weights(tmp_path: Path, kind: str) -> None:
+    import torch
+
+    from dermdl.tasks.classification.model import build_classifier
+
+    path = tmp_path / "model" / "model.pt"
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(path.read_bytes()[:1000])
+    elif kind == "random-bytes":
+        path.write_bytes(np.random.default_rng(0).integers(0, 255, 5000, dtype=np.uint8).tobytes())
+    elif kind == "pickled-module":
+        torch.save(build_classifier("efficientnet_lite0", 2, pretrained=False)[0], path)
+    elif kind == "not-a-dict":
+        torch.save([torch.zeros(1)], path)
+    elif kind == "wrong-keys":
+        torch.save({"layer.weight": torch.zeros(2, 2)}, path)
+    elif kind == "wrong-shapes":
+        torch.save(build_classifier("efficientnet_lite0", 3, pretrained=False)[0].state_dict(), path)
+
+
+WEIGHTS_CASES = [
+    ("empty", "the file is empty"),
+    ("truncated", "cannot be loaded (damaged or not a weights file"),
+    ("random-bytes", "cannot be loaded"),
+    ("pickled-module", "weights_only=True refused it"),
+    ("not-a-dict", "holds a list, not a dict of tensors"),
+    ("wrong-keys", "the weights do not fit the network model.json describes"),
+    ("wrong-shapes", "wrong shape"),
+]
+
+
+@pytest.mark.parametrize("kind, message", WEIGHTS_CASES, ids=[c[0] for c in WEIGHTS_CASES])
+def test_unloadable_weights_are_one_line(tmp_path, capsys, kind, message):
+    folder = _model_folder(tmp_path)
+    _other_weights(tmp_path, kind)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16, 3), dtype=np.uint8)).save(image)
+    code, err = _run(["predict", "--model", str(folder), str(image)], capsys)
+    assert code == 1 and f"{folder / 'model.pt'}: " in err and message in err and "copy the model folder" in err
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint", b"\x80\x04K\x01."])
+def test_a_corrupt_checkpoint_is_set_aside_and_training_starts_fresh(tmp_path, capsys, content):
+    from dermdl.checkpoint import CHECKPOINT, Checkpoints
+
+    checkpoints = Checkpoints(tmp_path, "key")
+    checkpoints.folder.mkdir()
+    (checkpoints.folder / CHECKPOINT).write_bytes(content)
+    assert checkpoints.load() is None
+    aside = list(checkpoints.folder.glob(f"{CHECKPOINT}.unusable-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == content  # kept, not deleted
+    err = capsys.readouterr().err
+    assert "warning" in err and "starting from the beginning" in err and "Traceback" not in err

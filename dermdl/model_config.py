@@ -1,0 +1,87 @@
+"""The checks a model.json passes before anything is built from it.
+
+Why: a model folder is untrusted input (downloaded, copied, edited). ``input_size: 30000`` would make
+the first forward pass allocate ~10 GB, a class list of a million names a huge head; a wrong type fails
+deep inside torch. Every key is checked here, every size bounded, and a bad file is one line that names
+the file and the key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from dermdl.options import COLOR_CONSTANCY, RESIZE_POLICIES
+
+MAX_CLASSES = 10_000
+MAX_SIZE = 4096  # the same bound as preprocess.size / train.input_size
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    task: str
+    arch: str = Field(max_length=200)
+    classes: list[str] = Field(min_length=1, max_length=MAX_CLASSES)
+    input_size: int = Field(ge=8, le=MAX_SIZE)
+    mean: list[float] = Field(min_length=3, max_length=3)
+    std: list[float] = Field(min_length=3, max_length=3)
+    preprocess_size: int = Field(ge=8, le=MAX_SIZE)
+    resize: str
+    color_constancy: str = "none"
+    dermdl_version: str = Field("", max_length=100)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("task")
+    @classmethod
+    def _task(cls, value: str) -> str:
+        from dermdl.tasks import task_names
+
+        if value not in task_names():
+            raise ValueError(f"unknown task {value!r}; this dermdl knows {', '.join(task_names())}")
+        return value
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value) or any(not c.strip() or len(c) > 200 for c in value):
+            raise ValueError("class names must be unique, non-empty and at most 200 characters")
+        return value
+
+    @field_validator("std")
+    @classmethod
+    def _std(cls, value: list[float]) -> list[float]:
+        if any(not 0 < v < 1e3 for v in value):
+            raise ValueError("every std must be positive")
+        return value
+
+    @field_validator("resize")
+    @classmethod
+    def _resize(cls, value: str) -> str:
+        if value not in RESIZE_POLICIES:
+            raise ValueError(f"unknown resize policy {value!r}; one of {', '.join(RESIZE_POLICIES)}")
+        return value
+
+    @field_validator("color_constancy")
+    @classmethod
+    def _color(cls, value: str) -> str:
+        if value not in COLOR_CONSTANCY:
+            raise ValueError(f"unknown colour constancy {value!r}; one of {', '.join(COLOR_CONSTANCY)}")
+        return value
+
+
+def check_config(data: Any, path: Path) -> dict[str, Any]:
+    """The checked keyword arguments of :class:`dermdl.models.ModelConfig`, or ValueError naming the key."""
+    fix = "copy the model folder again or retrain"
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object of model settings, got {type(data).__name__}; {fix}")
+    try:
+        return _Schema.model_validate(data).model_dump()
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        message = str(error["msg"]).removeprefix("Value error, ")
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ValueError(f"{path}: {key}: {message}{more}; {fix}") from None
