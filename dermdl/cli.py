@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--bs", type=int, default=32, help="batch size (default: %(default)s)")
     predict.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail (predict nothing) if any image cannot be read; default: predict the readable ones, list the rest",
+    )
+    predict.add_argument(
         "--tta",
         choices=TTA_MODES,
         default="auto",
@@ -304,6 +309,32 @@ def _load(args: argparse.Namespace):
     return params.override(updates) if updates else params
 
 
+MIN_SIDE = 32  # pixels: below this a prediction says little (the model saw 100+ px images)
+
+
+def _readable(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Images that decode, and (path, reason) for those that do not; each skipped or tiny image is one
+    line on stderr. Predicting stops for nobody's broken file."""
+    from dermdl.images import ImageError, open_rgb
+
+    readable, unreadable = [], []
+    for path in paths:
+        try:
+            width, height = open_rgb(path).size
+        except ImageError as exc:
+            unreadable.append((path, f"{exc.problem}; {exc.fix}"))
+            print(f"dermdl predict: skipped {path}: {exc.problem}", file=sys.stderr)
+            continue
+        if min(width, height) < MIN_SIDE:
+            print(
+                f"dermdl predict: warning: {path} is {width}x{height} pixels; below {MIN_SIDE} px a prediction "
+                "is unreliable",
+                file=sys.stderr,
+            )
+        readable.append(path)
+    return readable, unreadable
+
+
 def _predict(args: argparse.Namespace) -> int:
     from dermdl.images import is_ignored, is_image_file
     from dermdl.models import load_model
@@ -323,6 +354,17 @@ def _predict(args: argparse.Namespace) -> int:
         raise ValueError(f"no images found in {', '.join(args.inputs)}")
     model, config = load_model(args.model)
     task = get_task(config.task)
+    paths, unreadable = _readable(paths)
+    if not paths:
+        raise ValueError(
+            f"none of the {len(unreadable)} images could be read (listed above); nothing was predicted; "
+            "check the files or the folder you gave"
+        )
+    if unreadable and args.strict:
+        raise ValueError(
+            f"some images could not be read ({len(unreadable)} of {len(paths) + len(unreadable)}, listed above); "
+            "--strict: nothing was predicted"
+        )
     probs = task.predict(model, config, paths, args.bs, resolved_tta(args.tta, config.task))
     records = [{"source": str(p)} for p in paths]
     if args.out:
@@ -335,7 +377,17 @@ def _predict(args: argparse.Namespace) -> int:
             raise ValueError(f"--out {out}: inside the input folder {inside[0]}; write predictions outside it")
         written = task.write_predictions(records, probs, config, out.parent, out.stem)
         files = out.parent / out.stem  # tasks that write more than a CSV (segmentation masks) put it here
-        print(f"predict: {len(paths)} images -> {written}" + (f" (+ {files}{os.sep})" if files.is_dir() else ""))
+        skipped = ""
+        if unreadable:
+            from dermdl.io import atomic_write_text
+
+            listing = out.parent / f"{out.stem}_unreadable.csv"
+            rows = "".join(f'"{path}","{why.replace(chr(34), chr(39))}"\n' for path, why in unreadable)
+            atomic_write_text(listing, "path,reason\n" + rows)
+            skipped = f"; {len(unreadable)} unreadable listed in {listing}"
+        print(
+            f"predict: {len(paths)} images -> {written}" + (f" (+ {files}{os.sep})" if files.is_dir() else "") + skipped
+        )
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         written = task.write_predictions(records, probs, config, Path(tmp), "predictions")

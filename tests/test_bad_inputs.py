@@ -408,3 +408,47 @@ def test_a_corrupt_checkpoint_is_set_aside_and_training_starts_fresh(tmp_path, c
     assert len(aside) == 1 and aside[0].read_bytes() == content  # kept, not deleted
     err = capsys.readouterr().err
     assert "warning" in err and "starting from the beginning" in err and "Traceback" not in err
+
+
+# --- predict on a folder with bad files ----------------------------------------------------------------
+
+
+def _mixed_folder(tmp_path: Path) -> Path:
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(np.full((48, 48, 3), 90, dtype=np.uint8)).save(images / name)
+    Image.fromarray(np.full((8, 8, 3), 90, dtype=np.uint8)).save(images / "tiny.png")
+    (images / "empty.jpg").write_bytes(b"")
+    (images / "truncated.png").write_bytes((images / "a.png").read_bytes()[:60])
+    return images
+
+
+def test_predict_keeps_going_past_unreadable_images(tmp_path, capsys):
+    import csv
+
+    folder, images = _model_folder(tmp_path), _mixed_folder(tmp_path)
+    before = _digest(images)
+    out = tmp_path / "predictions" / "p.csv"
+    code, err = _run(["predict", "--model", str(folder), str(images), "--out", str(out)], capsys)
+    assert code == 0
+    with out.open() as handle:
+        predicted = sorted(Path(row["path"]).name for row in csv.DictReader(handle))
+    assert predicted == ["a.png", "b.png", "tiny.png"]
+    with (out.parent / "p_unreadable.csv").open() as handle:
+        skipped = {Path(row["path"]).name: row["reason"] for row in csv.DictReader(handle)}
+    assert sorted(skipped) == ["empty.jpg", "truncated.png"] and all(skipped.values())
+    assert f"skipped {images / 'empty.jpg'}" in err and f"skipped {images / 'truncated.png'}" in err
+    assert f"warning: {images / 'tiny.png'} is 8x8 pixels" in err
+    assert _digest(images) == before
+
+
+def test_predict_strict_or_nothing_readable_fails(tmp_path, capsys):
+    folder, images = _model_folder(tmp_path), _mixed_folder(tmp_path)
+    code, err = _run(["predict", "--model", str(folder), str(images), "--strict"], capsys)
+    assert code == 1 and "some images could not be read" in err
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x.jpg").write_bytes(b"not a jpeg")
+    code, err = _run(["predict", "--model", str(folder), str(broken)], capsys)
+    assert code == 1 and "none of the 1 images could be read" in err
