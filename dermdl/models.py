@@ -212,10 +212,12 @@ def load_model(directory: str | Path) -> tuple[nn.Module, ModelConfig]:
     fix = "copy the model folder again or retrain"
     state = read_state_dict(weights_path, fix)
     model, _ = get_task(config.task).build_model(config, pretrained=False)
-    expected = model.state_dict()
-    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    wrong = [k for k in set(expected) & set(state) if getattr(state[k], "shape", None) != expected[k].shape]
-    if missing or unexpected or wrong:
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        expected = model.state_dict()
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        wrong = [k for k in set(expected) & set(state) if getattr(state[k], "shape", None) != expected[k].shape]
         details = "; ".join(
             f"{what} {len(keys)} (e.g. {sorted(keys)[0]})"
             for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
@@ -223,8 +225,7 @@ def load_model(directory: str | Path) -> tuple[nn.Module, ModelConfig]:
         )
         raise ValueError(
             f"{weights_path}: the weights do not fit the network {config_path.name} describes "
-            f"({config.arch}, {len(config.classes)} classes): {details}; {fix}"
-        )
-    model.load_state_dict(state)
+            f"({config.arch}, {len(config.classes)} classes): {details or 'tensors of another kind'}; {fix}"
+        ) from None
     model.eval()
     return model, config

@@ -48,6 +48,8 @@ def validate(params: Params) -> Report:
     """Check every dataset named in params; write the JSON report; print one line per problem."""
     task = get_task(params.task)
     _items, classes, report = task.scan(params, _all_datasets(params), check_images=True)
+    if report.ok:
+        _check_splits(params, task, _items, report)
     from dermdl.leaks import (
         check_params,  # train/test duplicates, shared groups (errors unless data.allow_leaks)
     )
@@ -68,6 +70,33 @@ def validate(params: Params) -> Report:
         f"{len(report.errors)} error(s), {len(report.warnings)} warning(s), {len(leaks.leaks)} leak(s)"
     )
     return report
+
+
+def _check_splits(params: Params, task: Any, items: list, report: Report) -> None:
+    """What train would refuse because of the data (a class too small for the validation split or the
+    CV folds), refused here first with train's own message."""
+    from dermdl.splits import folds, stratified_split
+
+    root = Path(params.data.root)
+    records: list[Record] = [
+        {
+            "path": "",
+            "source": item.path.relative_to(root).as_posix(),
+            "target": item.target,
+            "stratum": item.target if task.stratify_by_target else None,
+        }
+        for item in items
+        if item.dataset in params.data.sl_train
+    ]
+    attach_groups(params, records)
+    fix = "add images, or change train.valid_size / train.cv_folds (or train.full_data)"
+    try:
+        if not params.train.full_data:
+            stratified_split(records, params.train.valid_size, params.train.seed)
+        if params.train.cv_folds:
+            folds(records, params.train.cv_folds, params.train.seed)
+    except ValueError as exc:
+        report.add(root / params.data.sl_train[0], f"train would stop: {exc}", fix)
 
 
 def _fingerprint(params: Params, items: list) -> str:

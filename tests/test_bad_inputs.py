@@ -452,3 +452,20 @@ def test_predict_strict_or_nothing_readable_fails(tmp_path, capsys):
     (broken / "x.jpg").write_bytes(b"not a jpeg")
     code, err = _run(["predict", "--model", str(folder), str(broken)], capsys)
     assert code == 1 and "none of the 1 images could be read" in err
+
+
+# --- validate refuses what train would refuse because of the data ---------------------------------------
+
+SPLIT_CASES = [
+    ("one-image-class", 1, "", "classes ['b'] have fewer than 2 images"),
+    ("too-many-folds", 3, "train:\n  cv_folds: 12\n", "train.cv_folds=12: sl_train has only"),
+    ("valid-too-large", 3, "train:\n  valid_size: 0.95\n", "too few for train.valid_size=0.95"),
+]
+
+
+@pytest.mark.parametrize("name, n_b, extra, message", SPLIT_CASES, ids=[c[0] for c in SPLIT_CASES])
+def test_validate_refuses_what_train_would(tmp_path, data, capsys, name, n_b, extra, message):
+    for path in sorted((data / "sl_train" / "b").iterdir())[n_b:]:
+        path.unlink()
+    code, err = _run(["validate", "--params", str(_params(tmp_path, data, extra))], capsys)
+    assert code == 1 and "train would stop: " in err and message in err

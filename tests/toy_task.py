@@ -150,6 +150,7 @@ def table(metrics: dict, title: str) -> str:
 TASK = TaskPlugin(
     name=NAME,
     layout=LAYOUT,
+    stratify_by_target=True,
     capabilities=Capabilities(
         unsupported={"tta": "a toy", "mixup": "a toy", "oversample": "a toy", "progressive_resizing": "a toy"}
     ),

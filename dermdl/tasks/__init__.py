@@ -107,6 +107,7 @@ class Task(Protocol):
 
     name: str
     capabilities: Capabilities
+    stratify_by_target: bool
     layout: LayoutSchema
     scan: Callable[..., Any]
     prepare_item: Callable[..., Record]
@@ -166,6 +167,7 @@ class TaskPlugin:
     analyze: Callable[..., dict]
     table: Callable[[dict, str], str]
     capabilities: Capabilities = Capabilities()
+    stratify_by_target: bool = False  # validation splits and CV folds keep each target's share
     concat_predictions: Callable[[list[Any]], Any] = concat_lists
     target_array: Callable[[Any], Any] = _no_target_array
     prepare_settings: Callable[[Any], dict] = _no_settings

@@ -12,6 +12,7 @@ TASK = TaskPlugin(
     name="classification",
     layout=LAYOUT,
     capabilities=Capabilities(),  # every procedure of the core applies
+    stratify_by_target=True,
     scan=_part("layout", "scan"),
     prepare_item=_part("data", "prepare_item"),
     dataloaders=_part("data", "dataloaders"),
