@@ -55,6 +55,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dermdl", description="Dermatology deep-learning pipeline (see README).")
     parser.add_argument("--version", action="version", version=f"dermdl {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the Python traceback of an error (or DERMDL_DEBUG=1)"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {
         "validate": "check every dataset named in params (all problems, JSON report); exit 1 on errors",
@@ -457,18 +460,43 @@ def run(argv: list[str] | None = None) -> int:
     return 0
 
 
+#: Libraries whose deprecation/user warnings are theirs to fix, not the user's to read on every run.
+_QUIET_MODULES = r"(torch|torchvision|timm|fastai|fastcore|fastprogress|dvclive|pycocotools|sklearn)(\.|$)"
+
+
+def _quiet_dependencies() -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module=_QUIET_MODULES)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: known failures print one clear message (no traceback) and exit non-zero."""
+    """Entry point: known failures print one clear message (no traceback) and exit non-zero; ``--debug``
+    (or ``DERMDL_DEBUG=1``) shows the traceback instead, for bug reports."""
     from dermdl.errors import ParamsError, StageError
 
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("DERMDL_DEBUG", "") not in ("", "0")
+    argv = [a for a in argv if a != "--debug"]
+    if not debug:
+        _quiet_dependencies()
     try:
         return run(argv)
     except ParamsError as exc:
+        if debug:
+            raise
         print(f"dermdl: {exc}", file=sys.stderr)
         return 2
-    except (StageError, FileNotFoundError, ValueError, NotImplementedError, RuntimeError) as exc:
+    except (StageError, FileNotFoundError, ValueError, NotImplementedError, RuntimeError, OSError) as exc:
+        if debug:
+            raise
         print(f"dermdl: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("dermdl: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

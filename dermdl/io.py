@@ -17,6 +17,28 @@ from pathlib import Path
 from typing import Any
 
 
+class NotUtf8Error(ValueError):
+    """A text file that is not UTF-8: names the line, so the user can find the character."""
+
+    def __init__(self, path: Path, line: int, byte: int) -> None:
+        self.path, self.line = path, line
+        super().__init__(f"line {line} is not UTF-8 text (byte {byte:#x})")
+
+
+def read_utf8(path: str | os.PathLike) -> str:
+    """UTF-8 text, a BOM (Windows, Excel's "CSV UTF-8") accepted; NotUtf8Error names the first bad line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise NotUtf8Error(Path(path), data[: exc.start].count(b"\n") + 1, data[exc.start]) from None
+
+
+CSV_ENCODING_FIX = (
+    're-save it as UTF-8 (Excel: "CSV UTF-8 (comma delimited)"; LibreOffice: character set Unicode (UTF-8))'
+)
+
+
 def is_inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     """``path`` is ``folder`` or below it (links resolved): where writing would land among its files."""
     real, base = Path(os.path.realpath(path)), Path(os.path.realpath(folder))

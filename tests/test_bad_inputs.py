@@ -469,3 +469,61 @@ def test_validate_refuses_what_train_would(tmp_path, data, capsys, name, n_b, ex
         path.unlink()
     code, err = _run(["validate", "--params", str(_params(tmp_path, data, extra))], capsys)
     assert code == 1 and "train would stop: " in err and message in err
+
+
+# --- text files that are not UTF-8 -----------------------------------------------------------------------
+
+
+def test_import_csv_in_latin1_names_the_line_and_the_encoding_to_use(tmp_path, capsys):
+    table = _table(tmp_path, [f"p{i}" for i in range(12)])
+    lines = table.read_text().splitlines()
+    lines[4] = lines[4].replace(",p3", ",Müller")
+    table.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
+    code, err = _run(_import(table, tmp_path / "out"), capsys)
+    assert code != 0 and "labels.csv:5: line 5 is not UTF-8 text" in err and "CSV UTF-8" in err
+
+
+def test_import_csv_with_bom_is_read(tmp_path, capsys):
+    table = _table(tmp_path, [f"p{i}" for i in range(12)])
+    table.write_bytes(b"\xef\xbb\xbf" + table.read_bytes())
+    assert _run(_import(table, tmp_path / "out"), capsys)[0] == 0
+
+
+def test_groups_csv_in_latin1_names_the_line(tmp_path, data, capsys):
+    groups = tmp_path / "groups.csv"
+    groups.write_bytes("path,group\nsl_train/a/a0.png,Müller\n".encode("latin-1"))
+    code, err = _run(["validate", "--params", str(_params(tmp_path, data, f"  groups: {groups}\n"))], capsys)
+    assert code == 1 and f"{groups}:2: line 2 is not UTF-8 text" in err and "CSV UTF-8" in err
+
+
+# --- --debug / DERMDL_DEBUG, and no dependency noise ----------------------------------------------------
+
+
+def test_debug_shows_the_traceback(tmp_path, data, monkeypatch, capsys):
+    from dermdl.errors import ParamsError
+
+    path = _params(tmp_path, data, "train:\n  lr: -1\n")
+    with pytest.raises(ParamsError, match="train.lr"):
+        main(["--debug", "validate", "--params", str(path)])
+    monkeypatch.setenv("DERMDL_DEBUG", "1")
+    with pytest.raises(ParamsError, match="train.lr"):
+        main(["validate", "--params", str(path)])
+    monkeypatch.setenv("DERMDL_DEBUG", "0")
+    assert _run(["validate", "--params", str(path)], capsys)[0] == 2
+
+
+def test_a_normal_predict_prints_no_dependency_warnings(tmp_path):
+    import subprocess
+    import sys
+
+    folder = _model_folder(tmp_path)
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((40, 40, 3), 100, dtype=np.uint8)).save(image)
+    done = subprocess.run(
+        [sys.executable, "-m", "dermdl.cli", "predict", "--model", str(folder), str(image)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("path,")
+    assert "Warning" not in done.stderr, done.stderr

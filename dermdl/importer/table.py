@@ -21,6 +21,7 @@ from dermdl.importer.spec import (
     _where,
     is_missing,
 )
+from dermdl.io import CSV_ENCODING_FIX, NotUtf8Error, read_utf8
 from dermdl.layout.report import Report
 from dermdl.layout.schema import LayoutSchema
 from dermdl.options import BOX_FORMATS
@@ -32,7 +33,11 @@ def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
     if not spec.csv.is_file():
         report.add(spec.csv, "table file does not exist", "check the path of the CSV file")
         return []
-    text = spec.csv.read_text(encoding="utf-8-sig")
+    try:
+        text = read_utf8(spec.csv)
+    except NotUtf8Error as exc:
+        report.add(_where(spec, exc.line), str(exc), CSV_ENCODING_FIX)
+        return []
     reader = csv.reader(text.splitlines(keepends=True), _dialect(text[:4096]))
     try:
         header = [h.strip() for h in next(reader)]

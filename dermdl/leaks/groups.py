@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from dermdl.images import is_ignored, is_image_file
+from dermdl.io import CSV_ENCODING_FIX, NotUtf8Error, read_utf8
 from dermdl.layout.report import Report
 
 # --- images of a layout, groups ------------------------------------------------------------------------
@@ -89,7 +91,12 @@ class Groups:
                 "data.groups / --groups",
             )
             return None
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        try:
+            text = read_utf8(path)
+        except NotUtf8Error as exc:
+            report.add(f"{path}:{exc.line}", str(exc), CSV_ENCODING_FIX)
+            return None
+        with io.StringIO(text, newline="") as handle:
             reader = csv.DictReader(handle)
             fields = {(f or "").strip().lower(): f for f in reader.fieldnames or []}
             key = fields.get("path") or fields.get("image")
