@@ -105,11 +105,11 @@ class TrainParams(_Section):
 
     pretrained: bool | str = True  # the network's starting weights: ImageNet (true), none (false) or a file
     input_size: int = Field(128, ge=8, le=4096)
-    bs: int = Field(32, ge=1)
+    bs: int = Field(32, ge=1, le=65_536)
     lr: float = Field(1e-3, gt=0, le=10)
     recipe: Recipe = "one_cycle"
-    epochs: int = Field(4, ge=0)
-    fepochs: int = Field(0, ge=0)
+    epochs: int = Field(4, ge=0, le=10_000)
+    fepochs: int = Field(0, ge=0, le=10_000)
     valid_size: float = Field(0.2, gt=0, lt=1)
     seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy/torch seeds are 32-bit
     weak_labels: Literal["none", "pretrain", "self_train"] = "none"
@@ -131,8 +131,10 @@ class TrainParams(_Section):
     monitor: str = (
         "valid_loss"  # valid_loss or a metric name (accuracy, balanced_accuracy_score, foreground_dice, ap50, ...)
     )
-    early_stopping: int = Field(0, ge=0)  # patience in epochs; 0 = off
-    plateau: int = Field(0, ge=0)  # patience; > 0: constant LR (no one-cycle), divided by plateau_factor on a plateau
+    early_stopping: int = Field(0, ge=0, le=10_000)  # patience in epochs; 0 = off
+    plateau: int = Field(
+        0, ge=0, le=10_000
+    )  # patience; > 0: constant LR (no one-cycle), divided by plateau_factor on a plateau
     plateau_factor: float = Field(10.0, gt=1)
     keep_best: bool = False  # end with the weights of the best monitored epoch
     min_delta: float = Field(0.0, ge=0)
@@ -297,7 +299,7 @@ class DetectionParams(_Section):
 
 
 class InferParams(_Section):
-    bs: int = Field(64, ge=1)
+    bs: int = Field(64, ge=1, le=65_536)
     # Test-time augmentation: average over 4 flips or 8 flips+rotations (classification, segmentation).
     # auto: dihedral where the task has it (classification, segmentation), none for detection; measured on
     # HAM10000: +0.012 macro AUC, +0.04 balanced accuracy for 8x the inference compute (docs/results.md)
@@ -305,7 +307,7 @@ class InferParams(_Section):
 
 
 class AnalyzeParams(_Section):
-    n_boot: int = Field(1000, ge=100)
+    n_boot: int = Field(1000, ge=100, le=100_000)
     ci: float = Field(0.95, gt=0.5, lt=1)
     seed: int = Field(0, ge=0, le=2**32 - 1)
 

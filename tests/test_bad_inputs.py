@@ -527,3 +527,30 @@ def test_a_normal_predict_prints_no_dependency_warnings(tmp_path):
     )
     assert done.returncode == 0 and done.stdout.startswith("path,")
     assert "Warning" not in done.stderr, done.stderr
+
+
+def test_output_names_never_differ_only_in_case():
+    """Predicted masks / overlays of X.png and x.png (two folders, or a case-sensitive disk) stay two files
+    on a case-insensitive one."""
+    from dermdl.tasks.detection.predict import _overlay_name
+    from dermdl.tasks.segmentation.predict import _unique_stem
+
+    used: set[str] = set()
+    assert [_unique_stem(s, used) for s in ("a/X.png", "b/x.png", "c/x.jpg")] == ["X", "x_2", "x_3"]
+    used = set()
+    assert [_overlay_name(s, used) for s in ("X.jpg", "x.png")] == ["X.png", "x_1.png"]
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("train.bs", 10**7),
+        ("train.epochs", 10**6),
+        ("infer.bs", 10**7),
+        ("analyze.n_boot", 10**7),
+        ("train.early_stopping", 10**6),
+    ],
+)
+def test_integers_are_bounded_to_what_their_consumer_accepts(tmp_path, data, capsys, key, value):
+    code, err = _run(["validate", "--params", str(_params(tmp_path, data)), "--set", f"{key}={value}"], capsys)
+    assert code == 2 and f"{key}: Input should be less than or equal to" in err

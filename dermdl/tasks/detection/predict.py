@@ -95,9 +95,9 @@ def pseudo_label(
 def _overlay_name(file_name: str, used: set[str]) -> str:
     stem = Path(file_name).with_suffix("").as_posix().replace("/", "__")
     name, k = f"{stem}.png", 1
-    while name in used:
+    while name.casefold() in used:  # X.png and x.png are one file on macOS and Windows
         name, k = f"{stem}_{k}.png", k + 1
-    used.add(name)
+    used.add(name.casefold())
     return name
 
 

@@ -70,9 +70,9 @@ def pseudo_label(
 def _unique_stem(source: str, used: set[str]) -> str:
     stem, n = Path(source).stem, 2
     name = stem
-    while name in used:
+    while name.casefold() in used:  # X.png and x.png are one file on macOS and Windows
         name, n = f"{stem}_{n}", n + 1
-    used.add(name)
+    used.add(name.casefold())
     return name
 
 
