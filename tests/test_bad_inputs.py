@@ -62,6 +62,34 @@ PARAMS_FILE_CASES = [
     ("huge-analyze-seed", "analyze:\n  seed: 99999999999\n", "analyze.seed: Input should be less than or equal to"),
     ("unknown-task", "task: segmentaton\n", "unknown task 'segmentaton'"),
     ("moved-and-new-key", "train:\n  loss: ce\nclassification:\n  loss: focal\n", "train.loss and classification.loss"),
+    ("yaml-object-tag", "train: !!python/object/apply:os.system [echo]\n", "not valid YAML"),
+    ("tab-indent", "train:\n\tlr: 0.1\n", "not valid YAML"),
+    ("unknown-section", "trian:\n  lr: 0.1\n", "trian: unknown key"),
+    ("retired-key", "train:\n  workers: 2\n", "train.workers: no longer used"),
+    ("string-lr", "train:\n  lr: fast\n", "train.lr: Input should be a valid number"),
+    ("negative-epochs", "train:\n  epochs: -1\n", "train.epochs: Input should be greater than or equal to 0"),
+    ("float-bs", "train:\n  bs: 2.5\n", "train.bs: Input should be a valid integer"),
+    ("list-lr", "train:\n  lr: [0.1, 0.2]\n", "train.lr: Input should be a valid number"),
+    (
+        "huge-input-size",
+        "train:\n  input_size: 30000\n",
+        "train.input_size: Input should be less than or equal to 4096",
+    ),
+    ("tiny-preprocess", "preprocess:\n  size: 2\n", "preprocess.size: Input should be greater than or equal to 8"),
+    ("ci-one", "analyze:\n  ci: 1\n", "analyze.ci: Input should be less than 1"),
+    ("bad-resize", "preprocess:\n  resize: stretch\n", "preprocess.resize: 'stretch' is not allowed"),
+    ("bad-tta", "infer:\n  tta: rotate\n", "infer.tta: 'rotate' is not allowed"),
+    ("bad-optimizer", "train:\n  optimizer: adamx\n", "train.optimizer: 'adamx' is not allowed"),
+    ("bad-model", "classification:\n  model: efficientnet_lit0\n", "unknown model 'efficientnet_lit0'"),
+    ("bad-detector", "detection:\n  model: yolo\n", "unknown detector 'yolo'"),
+    ("one-fold", "train:\n  cv_folds: 1\n", "cv_folds=1 is not cross-validation"),
+    ("tta-for-detection", "task: detection\ninfer:\n  tta: flips\n", "not available for detection"),
+    ("mixup-for-detection", "task: detection\ntrain:\n  mixup: 0.4\n", "not available for detection"),
+    ("oversample-segmentation", "task: segmentation\ntrain:\n  oversample: true\n", "no class to balance"),
+    ("weak-labels-without-sets", "train:\n  weak_labels: pretrain\n", "needs weakly labelled datasets"),
+    ("one-seg-code", "segmentation:\n  codes: [skin]\n", "give at least two class names"),
+    ("bad-mask-value", "segmentation:\n  mask_values: {255: 7}\n", "class ids [7] do not exist"),
+    ("full-data-with-monitor", "train:\n  full_data: true\n  early_stopping: 2\n", "full_data trains without"),
 ]
 
 
@@ -96,6 +124,13 @@ SET_CASES = [
     ("huge-seed", "train.seed=123456789012345678901234", "train.seed: Input should be less than or equal to"),
     ("unknown-key", "train.lrr=0.1", "train.lrr: unknown key"),
     ("wrong-type", "train.bs=many", "train.bs: Input should be a valid integer"),
+    ("list-for-number", "train.lr=[1, 2]", "train.lr: Input should be a valid number"),
+    ("mapping-for-number", "train.lr={a: 1}", "train.lr: Input should be a valid number"),
+    ("null-epochs", "train.epochs=null", "train.epochs: Input should be a valid integer"),
+    ("task-typo", "task=detecton", "unknown task 'detecton'"),
+    ("negative-valid", "train.valid_size=-0.1", "train.valid_size: Input should be greater than 0"),
+    ("recipe-typo", "train.recipe=fast", "train.recipe: 'fast' is not allowed"),
+    ("moved-key-typo", "train.model=efficientnet_lite9", "classification.model: unknown model 'efficientnet_lite9'"),
 ]
 
 
@@ -103,7 +138,8 @@ SET_CASES = [
 def test_bad_set_value(tmp_path, data, capsys, name, setting, message):
     code, err = _run(["validate", "--params", str(_params(tmp_path, data)), "--set", setting], capsys)
     assert code == 2 and message in err
-    assert len(err.strip().splitlines()) <= 2  # the file/command line, then the one problem
+    lines = [line for line in err.strip().splitlines() if not line.startswith("params: ")]  # moved-key notes
+    assert len(lines) <= 2  # the file/command line, then the one problem
 
 
 def test_out_dir_inside_the_data_root_is_refused(tmp_path, data, capsys):
@@ -554,3 +590,59 @@ def test_output_names_never_differ_only_in_case():
 def test_integers_are_bounded_to_what_their_consumer_accepts(tmp_path, data, capsys, key, value):
     code, err = _run(["validate", "--params", str(_params(tmp_path, data)), "--set", f"{key}={value}"], capsys)
     assert code == 2 and f"{key}: Input should be less than or equal to" in err
+
+
+# --- check-leaks, convert, import: missing or malformed inputs --------------------------------------------
+
+OTHER_COMMAND_CASES = [
+    (
+        "leaks-missing-root",
+        ["check-leaks", "--root", "{tmp}/nowhere", "--train", "sl_train", "--test", "sl_test"],
+        "has no image folder",
+    ),
+    (
+        "leaks-missing-groups",
+        ["check-leaks", "--root", "{data}", "--train", "sl_train", "--test", "sl_test", "--groups", "{tmp}/groups.csv"],
+        "groups file does not exist",
+    ),
+    (
+        "convert-missing-root",
+        ["convert", "masks-to-coco", "--root", "{tmp}/nowhere", "--out", "{tmp}/coco"],
+        "cannot convert",
+    ),
+    ("convert-out-exists", ["convert", "masks-to-coco", "--root", "{data}", "--out", "{tmp}"], "already exists"),
+    (
+        "import-missing-csv",
+        ["import", "{tmp}/none.csv", "--out", "{tmp}/out", "--image-column", "f", "--label-column", "l"],
+        "table file does not exist",
+    ),
+    (
+        "import-empty-csv",
+        ["import", "{tmp}/empty.csv", "--out", "{tmp}/out", "--image-column", "f", "--label-column", "l"],
+        "the table is empty",
+    ),
+    (
+        "import-missing-column",
+        ["import", "{tmp}/table.csv", "--out", "{tmp}/out", "--image-column", "file", "--label-column", "diagnosis"],
+        "diagnosis",
+    ),
+    (
+        "import-missing-image",
+        ["import", "{tmp}/gone.csv", "--out", "{tmp}/out", "--image-column", "file", "--label-column", "label"],
+        "does not exist",
+    ),
+    ("predict-missing-model", ["predict", "--model", "{tmp}/nomodel", "{data}"], "missing; --model must point"),
+    ("predict-missing-input", ["predict", "--model", "{tmp}/nomodel", "{tmp}/nothing.png"], "no such image"),
+]
+
+
+@pytest.mark.parametrize("name, argv, message", OTHER_COMMAND_CASES, ids=[c[0] for c in OTHER_COMMAND_CASES])
+def test_other_commands_refuse_bad_inputs(tmp_path, data, capsys, name, argv, message):
+    (tmp_path / "empty.csv").write_text("")
+    (tmp_path / "table.csv").write_text("file,label\nsl_train/a/a0.png,a\n")
+    (tmp_path / "gone.csv").write_text("file,label\nnot/there.png,a\n")
+    before = _digest(data)
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{data}", str(data)) for a in argv]
+    code, err = _run(argv, capsys)
+    assert code != 0 and message in err, err
+    assert _digest(data) == before
