@@ -646,3 +646,20 @@ def test_other_commands_refuse_bad_inputs(tmp_path, data, capsys, name, argv, me
     code, err = _run(argv, capsys)
     assert code != 0 and message in err, err
     assert _digest(data) == before
+
+
+def test_catalogue_document_lists_every_case():
+    """docs/bad-inputs.md names every case of the tables here and of the layout checkers' tables."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "layout"))
+    import test_coco
+    import test_folders
+    import test_masks
+
+    document = (Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md").read_text(encoding="utf-8")
+    names = [c[0] for c in PARAMS_FILE_CASES + SET_CASES + OTHER_COMMAND_CASES + SPLIT_CASES]
+    names += [f"model.json {c[0]}" for c in MODEL_JSON_CASES] + [f"model.pt {c[0]}" for c in WEIGHTS_CASES]
+    names += [c[0] for c in test_folders.BAD_CASES + test_masks.BAD_CASES + test_coco.BAD]
+    missing = [name for name in names if f"`{name}" not in document]
+    assert missing == [], "add them to docs/bad-inputs.md"
