@@ -6,7 +6,8 @@ the step counters and the monitor state. A new run with the same parameters and 
 from there; in deterministic mode it ends with the same weights and metrics as an uninterrupted run
 (``tests/test_resume.py``). The file holds tensors, numbers and strings only and is read with
 ``torch.load(weights_only=True)``. A finished run replaces it with ``status.json`` so the next run
-starts fresh; a checkpoint of other parameters or data is ignored (with a message).
+starts fresh; a checkpoint of other parameters or data, or one that cannot be read, is set aside (renamed,
+never deleted) with a message.
 
 Self-training also writes ``round.pt`` after each finished round (the teacher for the next round,
 the per-round test rows, generators): a resumed run skips finished rounds, re-derives the next
@@ -165,7 +166,9 @@ class Checkpoints:
             self._set_aside(path, str(exc))
             return None
         if state.get("key") != self.key:
-            print(f"train: {path} is from other parameters or data; starting from the beginning")
+            aside = path.with_name(f"{path.name}.other-run-{time.strftime('%Y%m%d-%H%M%S')}")
+            path.replace(aside)  # kept, never deleted: it may be the only copy of a long run
+            print(f"train: {path} is from other parameters or data; starting from the beginning (kept as {aside})")
             return None
         return state
 

@@ -663,3 +663,17 @@ def test_catalogue_document_lists_every_case():
     names += [c[0] for c in test_folders.BAD_CASES + test_masks.BAD_CASES + test_coco.BAD]
     missing = [name for name in names if f"`{name}" not in document]
     assert missing == [], "add them to docs/bad-inputs.md"
+
+
+def test_a_checkpoint_of_another_run_is_kept_aside(tmp_path, capsys):
+    import torch
+
+    from dermdl.checkpoint import CHECKPOINT, Checkpoints
+
+    checkpoints = Checkpoints(tmp_path, "this-run")
+    checkpoints.folder.mkdir()
+    torch.save({"key": "another-run", "epochs_done": 3}, checkpoints.folder / CHECKPOINT)
+    assert checkpoints.load() is None
+    aside = list(checkpoints.folder.glob(f"{CHECKPOINT}.other-run-*"))
+    assert len(aside) == 1 and torch.load(aside[0], weights_only=True)["key"] == "another-run"
+    assert "from other parameters or data" in capsys.readouterr().out
