@@ -181,28 +181,27 @@ class Checkpoints:
             file=sys.stderr,
         )
 
-    def load(self) -> EpochState | None:
-        state = self._read(CHECKPOINT)
+    def _resume(self, name: str, kind: Any) -> Any:
+        """The state in ``name`` as ``kind`` (EpochState/RoundState), or None; an incomplete one is set aside."""
+        state = self._read(name)
         if not state:
             return None
         try:
-            resumed = EpochState.from_dict(state)
+            return kind.from_dict(state)
         except (KeyError, TypeError, ValueError) as exc:
-            self._set_aside(self.folder / CHECKPOINT, f"{self.folder / CHECKPOINT}: incomplete checkpoint ({exc!r})")
+            self._set_aside(self.folder / name, f"{self.folder / name}: incomplete checkpoint ({exc!r})")
             return None
-        print(f"train: resuming from {self.folder / CHECKPOINT} after epoch {resumed.epochs_done}")
+
+    def load(self) -> EpochState | None:
+        resumed = self._resume(CHECKPOINT, EpochState)
+        if resumed:
+            print(f"train: resuming from {self.folder / CHECKPOINT} after epoch {resumed.epochs_done}")
         return resumed
 
     def load_round(self) -> RoundState | None:
-        state = self._read(ROUND)
-        if not state:
-            return None
-        try:
-            resumed = RoundState.from_dict(state)
-        except (KeyError, TypeError, ValueError) as exc:
-            self._set_aside(self.folder / ROUND, f"{self.folder / ROUND}: incomplete checkpoint ({exc!r})")
-            return None
-        print(f"train: self-training resumes after round {state['round']} ({self.folder / ROUND})")
+        resumed = self._resume(ROUND, RoundState)
+        if resumed:
+            print(f"train: self-training resumes after round {resumed.round} ({self.folder / ROUND})")
         return resumed
 
     def _write(self, name: str, state: dict) -> None:

@@ -193,21 +193,7 @@ def test_import_out_inside_the_image_folder_is_refused(tmp_path, capsys):
 
 
 def test_predict_out_inside_an_input_folder_is_refused(tmp_path, capsys):
-    from dermdl.models import ModelConfig, save_model
-    from dermdl.tasks.classification.model import build_classifier
-
-    model, (mean, std) = build_classifier("efficientnet_lite0", 2, pretrained=False)
-    config = ModelConfig(
-        task="classification",
-        arch="efficientnet_lite0",
-        classes=["a", "b"],
-        input_size=32,
-        mean=list(mean),
-        std=list(std),
-        preprocess_size=32,
-        resize="squish",
-    )
-    save_model(model, config, tmp_path / "model")
+    _model_folder(tmp_path)
     images = tmp_path / "images"
     images.mkdir()
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(images / "x.png")
