@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -283,7 +282,7 @@ def _check_leaks(args: argparse.Namespace) -> int:
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     from dermdl.errors import ParamsError
-    from dermdl.params import parse_yaml
+    from dermdl.yaml_input import parse_yaml
 
     updates: dict[str, Any] = {}
     for item in args.set:
@@ -310,98 +309,6 @@ def _load(args: argparse.Namespace):
     params = load_params(args.params)
     updates = _overrides(args)
     return params.override(updates) if updates else params
-
-
-MIN_SIDE = 32  # pixels: below this a prediction says little (the model saw 100+ px images)
-
-
-def _readable(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Images that decode, and (path, reason) for those that do not; each skipped or tiny image is one
-    line on stderr. Predicting stops for nobody's broken file."""
-    from dermdl.images import ImageError, open_rgb
-
-    readable, unreadable = [], []
-    for path in paths:
-        try:
-            width, height = open_rgb(path).size
-        except ImageError as exc:
-            unreadable.append((path, f"{exc.problem}; {exc.fix}"))
-            print(f"dermdl predict: skipped {path}: {exc.problem}", file=sys.stderr)
-            continue
-        if min(width, height) < MIN_SIDE:
-            print(
-                f"dermdl predict: warning: {path} is {width}x{height} pixels; below {MIN_SIDE} px a prediction "
-                "is unreliable",
-                file=sys.stderr,
-            )
-        readable.append(path)
-    return readable, unreadable
-
-
-def _predict(args: argparse.Namespace) -> int:
-    from dermdl.images import is_ignored, is_image_file
-    from dermdl.models import load_model
-    from dermdl.params import resolved_tta
-    from dermdl.tasks import get_task
-
-    paths: list[Path] = []
-    for raw in args.inputs:
-        path = Path(raw)
-        if path.is_dir():
-            paths += sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p) and not is_ignored(p))
-        elif path.is_file():
-            paths.append(path)
-        else:
-            raise FileNotFoundError(f"{path}: no such image or folder")
-    if not paths:
-        raise ValueError(f"no images found in {', '.join(args.inputs)}")
-    model, config = load_model(args.model)
-    task = get_task(config.task)
-    paths, unreadable = _readable(paths)
-    if not paths:
-        raise ValueError(
-            f"none of the {len(unreadable)} images could be read (listed above); nothing was predicted; "
-            "check the files or the folder you gave"
-        )
-    if unreadable and args.strict:
-        raise ValueError(
-            f"some images could not be read ({len(unreadable)} of {len(paths) + len(unreadable)}, listed above); "
-            "--strict: nothing was predicted"
-        )
-    probs = task.predict(model, config, paths, args.bs, resolved_tta(args.tta, config.task))
-    records = [{"source": str(p)} for p in paths]
-    if args.out:
-        out = Path(args.out)
-        from dermdl.io import is_inside
-
-        folders = [Path(raw) for raw in args.inputs if Path(raw).is_dir()]
-        inside = [f for f in folders if is_inside(out.parent, f)]
-        if inside:
-            raise ValueError(f"--out {out}: inside the input folder {inside[0]}; write predictions outside it")
-        written = task.write_predictions(records, probs, config, out.parent, out.stem)
-        files = out.parent / out.stem  # tasks that write more than a CSV (segmentation masks) put it here
-        skipped = ""
-        if unreadable:
-            from dermdl.io import atomic_write_text
-
-            listing = out.parent / f"{out.stem}_unreadable.csv"
-            rows = "".join(f'"{path}","{why.replace(chr(34), chr(39))}"\n' for path, why in unreadable)
-            atomic_write_text(listing, "path,reason\n" + rows)
-            skipped = f"; {len(unreadable)} unreadable listed in {listing}"
-        print(
-            f"predict: {len(paths)} images -> {written}" + (f" (+ {files}{os.sep})" if files.is_dir() else "") + skipped
-        )
-        return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        written = task.write_predictions(records, probs, config, Path(tmp), "predictions")
-        print(written.read_text(encoding="utf-8"), end="")
-        if any(p != written for p in Path(tmp).iterdir()):
-            print(
-                f"dermdl predict: the {config.task} model also writes files (e.g. masks, overlays); pass "
-                "--out FILE.csv to keep them next to the CSV",
-                file=sys.stderr,
-            )
-    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -437,7 +344,9 @@ def _convert(args: argparse.Namespace) -> int:
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "predict":
-        return _predict(args)
+        from dermdl.predict_command import run_predict
+
+        return run_predict(args)
     if args.command == "convert":
         return _convert(args)
     if args.command == "demo-data":
