@@ -9,6 +9,7 @@ interval live here once.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,18 @@ def bootstrap_indices(n: int, n_boot: int, seed: int) -> np.ndarray:
     if n < 1 or n_boot < 0:
         raise ValueError(f"need n >= 1 and n_boot >= 0, got n={n}, n_boot={n_boot}")
     return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+
+
+def group_weights(groups: Sequence[Any], n_boot: int, seed: int) -> np.ndarray:
+    """Cluster bootstrap: ``(n_boot, n)`` multiplicities of the n images when their G groups (lesions,
+    patients) are drawn with replacement. Images of one lesion are not independent; resampling the
+    lesions gives honest CIs. Same draws as :func:`bootstrap_indices` over the G groups, so n images that
+    are k copies of G images give exactly the CIs of those G images."""
+    names, codes = np.unique(np.asarray([str(g) for g in groups]), return_inverse=True)
+    drawn = bootstrap_indices(len(names), n_boot, seed)
+    counts = np.zeros((n_boot, len(names)))
+    np.add.at(counts, (np.arange(n_boot)[:, None], drawn), 1.0)
+    return counts[:, codes]
 
 
 def percentile_ci(values: np.ndarray, ci: float = 0.95) -> tuple[float | None, float | None]:

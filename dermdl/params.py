@@ -185,6 +185,9 @@ class InferParams(_Section):
 
 class AnalyzeParams(_Section):
     n_boot: int = Field(1000, ge=100, le=100_000)
+    # What the bootstrap resamples: auto = lesion/patient groups when they are known (images of one lesion
+    # are not independent, so image resampling makes CIs too narrow), else images
+    resample: Literal["auto", "image", "group"] = "auto"
     ci: float = Field(0.95, gt=0.5, lt=1)
     seed: int = Field(0, ge=0, le=2**32 - 1)
 

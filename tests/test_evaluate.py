@@ -408,3 +408,100 @@ def test_plots_write_png(tmp_path) -> None:
     for name in ("bars.png", "cm.png", "roc.png", "roc_undef.png"):
         assert _is_png(out / name), name
     assert sorted(f.name for f in out.iterdir()) == ["bars.png", "cm.png", "roc.png", "roc_undef.png"]
+
+
+def test_cluster_bootstrap_of_copies_equals_the_bootstrap_of_the_originals():
+    """k copies of each image in one group: resampling the groups gives exactly the CIs of the images
+    alone — copies add no information; resampling images would shrink the CIs by ~sqrt(k)."""
+    from dermdl.tasks.classification.metrics import classification_metrics
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 40)
+    probs = rng.dirichlet(np.ones(3), 40)
+    probs[np.arange(40), y] += 0.5
+    probs /= probs.sum(axis=1, keepdims=True)
+    alone = classification_metrics(y, probs, ["a", "b", "c"], n_boot=300, seed=1)
+    k = 4
+    copies = classification_metrics(
+        np.repeat(y, k),
+        np.repeat(probs, k, axis=0),
+        ["a", "b", "c"],
+        n_boot=300,
+        seed=1,
+        groups=np.repeat([f"lesion{i:02d}" for i in range(40)], k),
+    )
+    naive = classification_metrics(np.repeat(y, k), np.repeat(probs, k, axis=0), ["a", "b", "c"], n_boot=300, seed=1)
+    for key in ("accuracy", "balanced_accuracy"):
+        assert copies["overall"][key] == pytest.approx(alone["overall"][key])
+    assert copies["macro"]["auc"] == pytest.approx(alone["macro"]["auc"])
+    assert copies["bootstrap"]["unit"] == "group" and copies["bootstrap"]["n_groups"] == 40
+    width = lambda m: m["hi"] - m["lo"]  # noqa: E731
+    assert width(naive["macro"]["auc"]) < 0.75 * width(copies["macro"]["auc"])
+    assert "of 40 lesion/patient groups" in format_table(copies)
+
+
+@pytest.mark.parametrize(
+    "resample, groups_file, unit",
+    [("auto", True, "group"), ("auto", False, "image"), ("image", True, "image"), ("group", True, "group")],
+)
+def test_analyze_resamples_lesions_when_groups_are_known(tmp_path, resample, groups_file, unit):
+    from dermdl.models import ModelConfig
+    from dermdl.params import params_from_dict
+    from dermdl.tasks.classification.analyze import analyze
+
+    root = tmp_path / "data"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["path,true_label,predicted_label,prob_a,prob_b"]
+    for i in range(30):
+        p = rng.uniform()
+        rows.append(f"sl_test/{'ab'[i % 2]}/{i}.png,{'ab'[i % 2]},{'ab'[p > 0.5]},{1 - p:.4f},{p:.4f}")
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "sl_test.csv").write_text("\n".join(rows) + "\n")
+    if groups_file:
+        (root / "groups.csv").write_text(
+            "path,group\n" + "".join(f"sl_test/{'ab'[i % 2]}/{i}.png,L{i // 3}\n" for i in range(30))
+        )
+    params = params_from_dict(
+        {
+            "data": {"root": str(root)},
+            "out_dir": str(tmp_path / "out"),
+            "analyze": {"resample": resample, "n_boot": 200},
+        }
+    )
+    config = ModelConfig(
+        task="classification",
+        arch="efficientnet_lite0",
+        classes=["a", "b"],
+        input_size=32,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        preprocess_size=32,
+        resize="squish",
+    )
+    metrics = analyze(tmp_path / "pred", "sl_test", config, params, tmp_path / "plots")
+    assert metrics["bootstrap"]["unit"] == unit
+    if unit == "group":
+        assert metrics["bootstrap"]["n_groups"] == 10
+
+
+def test_analyze_resample_group_without_groups_is_an_error(tmp_path):
+    from dermdl.models import ModelConfig
+    from dermdl.params import params_from_dict
+    from dermdl.tasks.classification.analyze import analyze
+
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "pred" / "t.csv").write_text("path,true_label,predicted_label,prob_a,prob_b\nx.png,a,a,0.9,0.1\n")
+    params = params_from_dict({"data": {"root": str(tmp_path / "data")}, "analyze": {"resample": "group"}})
+    config = ModelConfig(
+        task="classification",
+        arch="efficientnet_lite0",
+        classes=["a", "b"],
+        input_size=32,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        preprocess_size=32,
+        resize="squish",
+    )
+    with pytest.raises(ValueError, match="analyze.resample: group needs lesion/patient ids"):
+        analyze(tmp_path / "pred", "t", config, params, tmp_path / "plots")

@@ -7,6 +7,7 @@ import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from dermdl.images import is_ignored, is_image_file
 from dermdl.io import CSV_ENCODING_FIX, NotUtf8Error, read_utf8
@@ -116,3 +117,20 @@ class Groups:
                 elif gid:
                     mapping[image] = gid
         return cls(mapping, str(path))
+
+
+def groups_of(params: Any, sources: Sequence[str]) -> list[str] | None:
+    """Lesion/patient id of each image (``sources`` relative to data.root), from data.groups or
+    ``<root>/groups.csv``; an image without one is its own group. None when no groups are known."""
+    root = Path(params.data.root)
+    path = Path(params.data.groups) if params.data.groups else root / "groups.csv"
+    if not path.is_file():
+        return None
+    problems = Report()
+    table = Groups.read(path, problems)
+    if table is None:
+        raise ValueError("\n".join(problems.lines()))
+    found = [table.get(root / source, root) for source in sources]
+    if not any(found):
+        return None
+    return [group if group else f"#image:{source}" for group, source in zip(found, sources)]

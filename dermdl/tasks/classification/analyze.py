@@ -37,7 +37,16 @@ def analyze(predictions_dir: Path, name: str, config: ModelConfig, all_params: A
         raise ValueError(f"{predictions}: true labels {unknown} are not among the model's classes {classes}")
     y_true = frame["true_label"].map(classes.index).to_numpy()
     probs = frame[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float64)
-    metrics = classification_metrics(y_true, probs, classes, n_boot=params.n_boot, ci=params.ci, seed=params.seed)
+    groups = None
+    if params.resample != "image":
+        from dermdl.leaks.groups import groups_of
+
+        groups = groups_of(all_params, list(frame["path"]))
+        if groups is None and params.resample == "group":
+            raise ValueError("analyze.resample: group needs lesion/patient ids (data.groups or <data.root>/groups.csv)")
+    metrics = classification_metrics(
+        y_true, probs, classes, n_boot=params.n_boot, ci=params.ci, seed=params.seed, groups=groups
+    )
     y_pred = probs.argmax(axis=1)
     atomic_write_json(plots_dir / "confusion" / f"{name}.json", confusion_records(y_true, y_pred, classes))
     for index, cls in enumerate(classes):

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dermdl.bootstrap import bootstrap_indices, format_value, with_ci
+from dermdl.bootstrap import bootstrap_indices, format_value, group_weights, with_ci
 
 __all__ = [
     "CLASS_METRICS",
@@ -87,32 +87,33 @@ def _nanmean(a: np.ndarray, axis: int) -> np.ndarray:
 
 
 def _chunk_metrics(
-    y: np.ndarray, pred: np.ndarray, probs: np.ndarray, idx: np.ndarray, auc_prep: list
+    y: np.ndarray, pred: np.ndarray, probs: np.ndarray, weights: np.ndarray, auc_prep: list
 ) -> dict[str, np.ndarray]:
-    """Metrics for a block of resamples ``idx`` (b, n); arrays are (b, k) per class or (b,)."""
-    b, n = idx.shape
+    """Metrics for a block of resamples given as per-sample multiplicities ``weights`` (b, n); arrays are
+    (b, k) per class or (b,). Multiplicities cover plain and cluster (group) bootstraps alike."""
+    b, n = weights.shape
     k = probs.shape[1]
     rows = np.arange(b)[:, None]
-    # Confusion matrices of all resamples in one bincount: cell (row, true, pred).
-    codes = (y * k + pred)[idx]
-    conf = np.bincount((rows * k * k + codes).ravel(), minlength=b * k * k).reshape(b, k, k)
-    conf = conf.astype(np.float64)
+    # Confusion matrices of all resamples in one weighted bincount: cell (row, true, pred).
+    codes = np.broadcast_to(y * k + pred, (b, n))
+    conf = np.bincount((rows * k * k + codes).ravel(), weights=weights.ravel(), minlength=b * k * k)
+    conf = conf.reshape(b, k, k)
+    total = weights.sum(axis=1)
     tp = np.diagonal(conf, axis1=1, axis2=2)
     actual = conf.sum(axis=2)
     predicted = conf.sum(axis=1)
     fp, fn = predicted - tp, actual - tp
-    tn = n - tp - fp - fn
+    tn = total[:, None] - tp - fp - fn
     out = {
         "precision": _divide(tp, tp + fp),
         "recall": _divide(tp, tp + fn),
         "specificity": _divide(tn, tn + fp),
         "f1": _divide(2 * tp, 2 * tp + fp + fn),
         "npv": _divide(tn, tn + fn),
-        "accuracy": tp.sum(axis=1) / n,
+        "accuracy": _divide(tp.sum(axis=1), total),
     }
     out["balanced_accuracy"] = _nanmean(out["recall"], axis=1)
     # Multiplicity of each sample in each resample -> weighted Mann-Whitney AUC per class.
-    weights = np.bincount((rows * n + idx).ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
     auc = np.empty((b, k))
     for c, (order, starts, is_pos) in enumerate(auc_prep):
         w = weights[:, order]
@@ -125,19 +126,28 @@ def _chunk_metrics(
     return out
 
 
-def resample_metrics(y_true: Any, probs: Any, indices: np.ndarray) -> dict[str, np.ndarray]:
-    """All metrics for each resample in ``indices`` (B, n); NaN marks undefined values.
+def resample_metrics(
+    y_true: Any, probs: Any, indices: np.ndarray | None = None, weights: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """All metrics for each resample — ``indices`` (B, n) drawn samples, or ``weights`` (B, n) per-sample
+    multiplicities (a cluster bootstrap); NaN marks undefined values.
 
     Keys: every name in CLASS_METRICS -> (B, k); ``macro_<name>`` -> (B,); OVERALL_METRICS -> (B,).
     Passing ``np.arange(n)[None]`` gives the point estimate (B = 1).
     """
     y, p = _validate(y_true, probs)
     n, k = p.shape
-    idx = np.asarray(indices, dtype=np.int64)
-    if idx.ndim != 2 or (idx.size and (idx.min() < 0 or idx.max() >= n)):
-        raise ValueError(f"indices must be a 2-D array of values in [0, {n})")
-    if idx.shape[1] != n:
-        raise ValueError(f"each resample must have n={n} indices, got {idx.shape[1]}")
+    if weights is None:
+        idx = np.asarray(indices, dtype=np.int64)
+        if idx.ndim != 2 or (idx.size and (idx.min() < 0 or idx.max() >= n)):
+            raise ValueError(f"indices must be a 2-D array of values in [0, {n})")
+        if idx.shape[1] != n:
+            raise ValueError(f"each resample must have n={n} indices, got {idx.shape[1]}")
+        rows = np.arange(len(idx))[:, None]
+        weights = np.bincount((rows * n + idx).ravel(), minlength=len(idx) * n).reshape(len(idx), n)
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.ndim != 2 or weights.shape[1] != n:
+        raise ValueError(f"weights must have shape (B, {n}), got {weights.shape}")
     pred = p.argmax(axis=1)
     auc_prep = []
     for c in range(k):  # sort once per class; the resamples only change the weights
@@ -146,9 +156,9 @@ def resample_metrics(y_true: Any, probs: Any, indices: np.ndarray) -> dict[str, 
         starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
         auc_prep.append((order, starts, (y[order] == c).astype(np.float64)))
     step = max(1, _CHUNK_ELEMENTS // n)
-    parts = [_chunk_metrics(y, pred, p, idx[i : i + step], auc_prep) for i in range(0, len(idx), step)]
+    parts = [_chunk_metrics(y, pred, p, weights[i : i + step], auc_prep) for i in range(0, len(weights), step)]
     if not parts:
-        parts = [_chunk_metrics(y, pred, p, idx[:0], auc_prep)]
+        parts = [_chunk_metrics(y, pred, p, weights[:0], auc_prep)]
     out = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
     for name in CLASS_METRICS:
         out[f"macro_{name}"] = _nanmean(out[name], axis=1)
@@ -163,12 +173,14 @@ def classification_metrics(
     ci: float = 0.95,
     seed: int = 0,
     indices: np.ndarray | None = None,
+    groups: Sequence[Any] | None = None,
 ) -> dict[str, Any]:
     """Metrics dict of the CONTRACTS.md shape; prediction = argmax(probs).
 
     Macro = unweighted mean over the classes where the metric is defined (sklearn's
     ``zero_division=np.nan`` behaviour), so one never-predicted class doesn't void macro precision.
-    ``indices`` overrides the seeded resamples (used to compare against a reference loop).
+    ``indices`` overrides the seeded resamples (used to compare against a reference loop). ``groups``
+    (lesion/patient id per sample) makes the bootstrap resample groups instead of images.
     """
     classes = [str(c) for c in classes]
     if len(set(classes)) != len(classes):
@@ -177,9 +189,16 @@ def classification_metrics(
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     y, p = _validate(y_true, probs, len(classes))
     n = len(y)
-    idx = bootstrap_indices(n, n_boot, seed) if indices is None else np.asarray(indices)
     point = resample_metrics(y, p, np.arange(n)[None])
-    boot = resample_metrics(y, p, idx)
+    if groups is not None:
+        if len(groups) != n:
+            raise ValueError(f"{len(groups)} group ids for {n} samples")
+        boot = resample_metrics(y, p, weights=group_weights(groups, n_boot, seed))
+        unit = {"unit": "group", "n_groups": len(set(map(str, groups)))}
+    else:
+        idx = bootstrap_indices(n, n_boot, seed) if indices is None else np.asarray(indices)
+        boot = resample_metrics(y, p, idx)
+        n_boot, unit = len(idx), {"unit": "image"}
     return {
         "n": int(n),
         "overall": {m: with_ci(point[m][0], boot[m], ci) for m in OVERALL_METRICS},
@@ -187,7 +206,7 @@ def classification_metrics(
             cls: {m: with_ci(point[m][0, c], boot[m][:, c], ci) for m in CLASS_METRICS} for c, cls in enumerate(classes)
         },
         "macro": {m: with_ci(point[f"macro_{m}"][0], boot[f"macro_{m}"], ci) for m in CLASS_METRICS},
-        "bootstrap": {"n_boot": int(len(idx)), "ci": float(ci), "seed": int(seed)},
+        "bootstrap": {"n_boot": int(n_boot), "ci": float(ci), "seed": int(seed)} | unit,
     }
 
 
@@ -199,6 +218,8 @@ def format_table(metrics: dict[str, Any], title: str = "Classification metrics",
     """
     boot = metrics.get("bootstrap", {})
     ci_text = f"{100 * boot['ci']:g}% bootstrap CI, {boot['n_boot']} resamples" if boot else "bootstrap CI"
+    if boot.get("unit") == "group":
+        ci_text += f" of {boot['n_groups']} lesion/patient groups"
     lines = [title, "=" * len(title), f"n = {metrics['n']} samples; values: point ({ci_text})", ""]
     overall = metrics.get("overall", {})
     width = max(len(LABELS[m]) for m in OVERALL_METRICS) + 1
