@@ -583,12 +583,34 @@ def test_integers_are_bounded_to_what_their_consumer_accepts(tmp_path, data, cap
 OTHER_COMMAND_CASES = [
     (
         "leaks-missing-root",
-        ["check-leaks", "--root", "{tmp}/nowhere", "--train", "sl_train", "--test", "sl_test"],
+        [
+            "check-leaks",
+            "--root",
+            "{tmp}/nowhere",
+            "--train",
+            "sl_train",
+            "--test",
+            "sl_test",
+            "--json",
+            "{tmp}/l.json",
+        ],
         "has no image folder",
     ),
     (
         "leaks-missing-groups",
-        ["check-leaks", "--root", "{data}", "--train", "sl_train", "--test", "sl_test", "--groups", "{tmp}/groups.csv"],
+        [
+            "check-leaks",
+            "--root",
+            "{data}",
+            "--train",
+            "sl_train",
+            "--test",
+            "sl_test",
+            "--groups",
+            "{tmp}/groups.csv",
+            "--json",
+            "{tmp}/l.json",
+        ],
         "groups file does not exist",
     ),
     (
