@@ -4,11 +4,11 @@ and the data folder is byte-for-byte unchanged afterwards. docs/bad-inputs.md li
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import pytest
+from digests import tree_digest
 from PIL import Image
 
 from dermdl.cli import main
@@ -22,13 +22,6 @@ def _layout(root: Path) -> None:
             folder.mkdir(parents=True)
             for i in range(3):
                 Image.fromarray(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8)).save(folder / f"{cls}{i}.png")
-
-
-def _digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 @pytest.fixture
@@ -95,10 +88,10 @@ PARAMS_FILE_CASES = [
 
 @pytest.mark.parametrize("name, extra, message", PARAMS_FILE_CASES, ids=[c[0] for c in PARAMS_FILE_CASES])
 def test_bad_params_file(tmp_path, data, capsys, name, extra, message):
-    before = _digest(data)
+    before = tree_digest(data)
     code, err = _run(["validate", "--params", str(_params(tmp_path, data, extra))], capsys)
     assert code == 2 and message in err and str(tmp_path / "params.yaml") in err
-    assert _digest(data) == before
+    assert tree_digest(data) == before
 
 
 def test_params_file_not_utf8_names_the_line(tmp_path, data, capsys):
@@ -145,10 +138,10 @@ def test_bad_set_value(tmp_path, data, capsys, name, setting, message):
 def test_out_dir_inside_the_data_root_is_refused(tmp_path, data, capsys):
     path = tmp_path / "params.yaml"
     path.write_text(f"out_dir: {data / 'results'}\ndata:\n  root: {data}\n  wl_train: []\n")
-    before = _digest(data)
+    before = tree_digest(data)
     code, err = _run(["validate", "--params", str(path)], capsys)
     assert code == 2 and "is inside data.root" in err and "choose an out_dir outside the data folder" in err
-    assert _digest(data) == before and not (data / "results").exists()
+    assert tree_digest(data) == before and not (data / "results").exists()
 
 
 def test_convert_out_inside_the_input_is_refused(tmp_path, capsys):
@@ -157,10 +150,10 @@ def test_convert_out_inside_the_input_is_refused(tmp_path, capsys):
     demo = tmp_path / "demo"
     generate_demo(demo, n_train=1, n_test=1, n_weak=1, size=32)
     root = demo / "segmentation"
-    before = _digest(root)
+    before = tree_digest(root)
     code, err = _run(["convert", "masks-to-coco", "--root", str(root), "--out", str(root / "coco")], capsys)
     assert code == 1 and "inside the input folder" in err
-    assert _digest(root) == before
+    assert tree_digest(root) == before
 
 
 def test_import_out_inside_the_image_folder_is_refused(tmp_path, capsys):
@@ -172,7 +165,7 @@ def test_import_out_inside_the_image_folder_is_refused(tmp_path, capsys):
         Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(images / f"{i}.png")
         rows.append(f"images/{i}.png,{'ab'[i % 2]},p{i}")
     (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
-    before = _digest(images)
+    before = tree_digest(images)
     argv = [
         "import",
         str(tmp_path / "labels.csv"),
@@ -189,7 +182,7 @@ def test_import_out_inside_the_image_folder_is_refused(tmp_path, capsys):
     ]
     code, err = _run(argv, capsys)
     assert code != 0 and "inside the image folder" in err
-    assert _digest(images) == before
+    assert tree_digest(images) == before
 
 
 def test_predict_out_inside_an_input_folder_is_refused(tmp_path, capsys):
@@ -197,12 +190,12 @@ def test_predict_out_inside_an_input_folder_is_refused(tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()
     Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(images / "x.png")
-    before = _digest(images)
+    before = tree_digest(images)
     code, err = _run(
         ["predict", "--model", str(tmp_path / "model"), str(images), "--out", str(images / "p.csv")], capsys
     )
     assert code == 1 and "inside the input folder" in err
-    assert _digest(images) == before
+    assert tree_digest(images) == before
 
 
 def _table(tmp_path: Path, groups: list[str], labels: list[str] | None = None) -> Path:
@@ -308,11 +301,11 @@ def test_segmentation_images_that_would_share_a_mask_are_errors(tmp_path, capsys
     for name in names:
         Image.open(source).save(images / name)
         Image.open(masks / source.name).save(masks / f"{Path(name).stem}.png")
-    before = _digest(root)
+    before = tree_digest(root)
     params = _params(tmp_path, root, "task: segmentation\n")
     code, err = _run(["validate", "--params", str(params)], capsys)
     assert code == 1 and message in err and all(name in err for name in names)
-    assert _digest(root) == before
+    assert tree_digest(root) == before
 
 
 # --- model folders: model.json and model.pt are untrusted input ---------------------------------------
@@ -450,7 +443,7 @@ def test_predict_keeps_going_past_unreadable_images(tmp_path, capsys):
     import csv
 
     folder, images = _model_folder(tmp_path), _mixed_folder(tmp_path)
-    before = _digest(images)
+    before = tree_digest(images)
     out = tmp_path / "predictions" / "p.csv"
     code, err = _run(["predict", "--model", str(folder), str(images), "--out", str(out)], capsys)
     assert code == 0
@@ -462,7 +455,7 @@ def test_predict_keeps_going_past_unreadable_images(tmp_path, capsys):
     assert sorted(skipped) == ["empty.jpg", "truncated.png"] and all(skipped.values())
     assert f"skipped {images / 'empty.jpg'}" in err and f"skipped {images / 'truncated.png'}" in err
     assert f"warning: {images / 'tiny.png'} is 8x8 pixels" in err
-    assert _digest(images) == before
+    assert tree_digest(images) == before
 
 
 def test_predict_strict_or_nothing_readable_fails(tmp_path, capsys):
@@ -649,11 +642,11 @@ def test_other_commands_refuse_bad_inputs(tmp_path, data, capsys, name, argv, me
     (tmp_path / "empty.csv").write_text("")
     (tmp_path / "table.csv").write_text("file,label\nsl_train/a/a0.png,a\n")
     (tmp_path / "gone.csv").write_text("file,label\nnot/there.png,a\n")
-    before = _digest(data)
+    before = tree_digest(data)
     argv = [a.replace("{tmp}", str(tmp_path)).replace("{data}", str(data)) for a in argv]
     code, err = _run(argv, capsys)
     assert code != 0 and message in err, err
-    assert _digest(data) == before
+    assert tree_digest(data) == before
 
 
 def test_catalogue_document_lists_every_case():

@@ -4,7 +4,6 @@ expected problem text, no traceback — and not one byte of the data folder chan
 
 from __future__ import annotations
 
-import hashlib
 import sys
 from pathlib import Path
 
@@ -16,23 +15,11 @@ sys.path.insert(0, str(Path(__file__).parent / "layout"))
 import test_coco  # noqa: E402  (the case tables of tests/layout/)
 import test_folders  # noqa: E402
 import test_masks  # noqa: E402
+from digests import tree_digest
 
 from dermdl.cli import main  # noqa: E402
 
 LINE_STARTS = ("ERROR ", "WARNING ", "dermdl:", "  - ", "validate-layout:", "params:")
-
-
-def _digest(root: Path) -> str | None:
-    if not root.exists():
-        return None
-    if root.is_file():
-        return hashlib.sha256(root.read_bytes()).hexdigest()
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        if path.is_file() and not path.is_symlink():
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _validate(tmp_path: Path, task: str, root: Path, datasets: list[str], capsys) -> tuple[int, str]:
@@ -49,10 +36,10 @@ def _validate(tmp_path: Path, task: str, root: Path, datasets: list[str], capsys
     }
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    before = _digest(root)
+    before = tree_digest(root)
     code = main(["validate", "--params", str(path)])
     err = capsys.readouterr().err
-    assert _digest(root) == before, "validate changed the data folder"
+    assert tree_digest(root) == before, "validate changed the data folder"
     assert "Traceback" not in err
     assert all(line.startswith(LINE_STARTS) for line in err.splitlines() if line.strip()), err
     return code, err

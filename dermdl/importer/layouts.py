@@ -13,7 +13,7 @@ from typing import Any
 from dermdl import __version__
 from dermdl.images import open_mask
 from dermdl.importer.spec import MARKER, ImportSpec, Row
-from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
+from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text, is_inside
 from dermdl.layout.report import Report
 from dermdl.layout.schema import LayoutSchema
 from dermdl.tasks import get_task
@@ -166,9 +166,8 @@ def _refuse_unsafe_out(spec: ImportSpec, rows: list[Row], report: Report) -> Non
                 "choose a new or empty folder for --out (it is replaced as a whole)",
             )
             return
-    image_folders = {Path(os.path.realpath(r.source)).parent for r in rows}
-    for folder in sorted(image_folders):
-        if out == folder or folder in out.parents:
+    for folder in sorted({Path(os.path.realpath(r.source)).parent for r in rows}):
+        if is_inside(out, folder):
             report.add(
                 spec.out,
                 f"output folder is inside the image folder {folder}",
@@ -177,8 +176,7 @@ def _refuse_unsafe_out(spec: ImportSpec, rows: list[Row], report: Report) -> Non
             return
     sources = [spec.csv] + [r.source for r in rows] + [r.mask for r in rows if r.mask is not None]
     for source in sources:
-        real = Path(os.path.realpath(source))
-        if real == out or out in real.parents:
+        if is_inside(source, out):
             report.add(
                 spec.out,
                 f"output folder contains the source {source}",
