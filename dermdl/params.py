@@ -46,6 +46,11 @@ class DataParams(_Section):
     # unless allow_leaks; groups = CSV image -> lesion/patient id (None: <root>/groups.csv if present).
     allow_leaks: bool = False
     groups: str | None = None
+    # Per-image metadata (age, sex, body site, Fitzpatrick type, ...) for subgroup analysis: a CSV with a
+    # path (or image) column and one column per variable (None: <root>/metadata.csv if present).
+    metadata: str | None = None
+    # External test sets: per test set, its folder names -> the model's classes (e.g. common_nevus: nv).
+    label_maps: dict[str, dict[str, str]] = {}
 
     @field_validator("wl_train", "sl_train", "sl_tests", mode="before")
     @classmethod
@@ -65,6 +70,9 @@ class DataParams(_Section):
         overlap = sorted(set(self.sl_tests) & (set(self.sl_train) | set(self.wl_train)))
         if overlap:
             raise ValueError(f"sl_tests {overlap} are also training sets; a test set must never be trained on")
+        stray = sorted(set(self.label_maps) - set(self.sl_tests))
+        if stray:
+            raise ValueError(f"label_maps names {stray}, which are not in sl_tests; a label map belongs to a test set")
         return self
 
 
@@ -181,6 +189,9 @@ class InferParams(_Section):
     # auto: dihedral where the task has it (classification, segmentation), none for detection; measured on
     # HAM10000: +0.012 macro AUC, +0.04 balanced accuracy for 8x the inference compute (docs/results.md)
     tta: TTAMode = "auto"
+    # Apply the temperature fitted on the validation split at the end of training (calibrated
+    # probabilities); false: the network's raw softmax. Models without a temperature are unaffected.
+    calibrate: bool = True
 
 
 class AnalyzeParams(_Section):
@@ -190,6 +201,34 @@ class AnalyzeParams(_Section):
     resample: Literal["auto", "image", "group"] = "auto"
     ci: float = Field(0.95, gt=0.5, lt=1)
     seed: int = Field(0, ge=0, le=2**32 - 1)
+    calibration_bins: int = Field(15, ge=2, le=1000)  # equal-width confidence bins of the ECE and diagram
+    # Binary decisions (excise / refer): name -> the model classes that make the positive side, e.g.
+    # malignant: [mel, bcc, akiec]. Analyze reports each group's AUC and its operating point.
+    class_groups: dict[str, tuple[str, ...]] = {}
+    # The operating point: the threshold that reaches this sensitivity on the validation split (never
+    # tuned on a test set), then sensitivity, specificity, PPV and NPV on each test set with CIs.
+    target_sensitivity: float = Field(0.95, gt=0, lt=1)
+    # Subgroup analysis: metadata columns (data.metadata); numeric ones are cut into bands of the width in
+    # bands (e.g. age: 10 = decades), or into quartiles when no width is given.
+    subgroups: tuple[str, ...] = ()
+    bands: dict[str, float] = {}
+    explain: int = Field(4, ge=0, le=50)  # cases per row of the explanation galleries; 0 = none
+
+    @field_validator("class_groups")
+    @classmethod
+    def _groups_name_classes(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        empty = [name for name, members in value.items() if not members]
+        if empty:
+            raise ValueError(f"class group {empty[0]!r} names no classes; e.g. malignant: [mel, bcc, akiec]")
+        return value
+
+    @field_validator("bands")
+    @classmethod
+    def _positive_widths(cls, value: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, width in value.items() if not width > 0]
+        if bad:
+            raise ValueError(f"band width of {bad[0]!r} must be positive (e.g. age: 10 for decades)")
+        return value
 
 
 class Params(_Section):
