@@ -37,6 +37,18 @@ def group_weights(groups: Sequence[Any], n_boot: int, seed: int) -> np.ndarray:
     return counts[:, codes]
 
 
+def resample_weights(n: int, n_boot: int, seed: int, groups: Sequence[Any] | None = None) -> np.ndarray:
+    """``(n_boot, n)`` per-sample multiplicities: of the images (the draws of :func:`bootstrap_indices`), or
+    of their groups when ``groups`` is given (:func:`group_weights`). Every statistic computed from
+    multiplicities shares one set of resamples, so all CIs of a report describe the same resamples."""
+    if groups is not None:
+        return group_weights(groups, n_boot, seed)
+    drawn = bootstrap_indices(n, n_boot, seed)
+    counts = np.zeros((n_boot, n))
+    np.add.at(counts, (np.arange(n_boot)[:, None], drawn), 1.0)
+    return counts
+
+
 def percentile_ci(values: np.ndarray, ci: float = 0.95) -> tuple[float | None, float | None]:
     """Percentile CI over the defined (non-NaN) resample values; (None, None) if there are none."""
     v = np.asarray(values, dtype=np.float64)

@@ -100,6 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="test-time augmentation for classification/segmentation: average over 4 flips or "
         "8 flips+rotations; auto = dihedral, none for detection (default: %(default)s)",
     )
+    predict.add_argument(
+        "--no-calibrate",
+        action="store_true",
+        help="classification: the network's raw softmax instead of the probabilities scaled with the "
+        "temperature fitted on the validation split at the end of training",
+    )
+    predict.add_argument(
+        "--explain",
+        action="store_true",
+        help="classification: also write a class-activation heatmap (HiResCAM) per image for its predicted "
+        "class, as <out stem>/explanations/<image stem>.png; needs --out",
+    )
     demo = sub.add_parser(
         "demo-data",
         help="generate the synthetic demo datasets for all three tasks",
@@ -225,6 +237,13 @@ def _import_parser(sub: Any) -> None:
         help="a row whose group id is missing (empty, NaN, N/A, -, ...) becomes its own group (default: an error)",
     )
     imp.add_argument("--copy", action="store_true", help="copy files instead of hard-linking them")
+    imp.add_argument(
+        "--no-metadata",
+        action="store_true",
+        help="do not write <layout>/metadata.csv (default: every column that is not image/label/group/mask/box, "
+        "e.g. age, sex, localization, goes there for analyze.subgroups)",
+    )
+    imp.add_argument("--metadata-exclude", nargs="+", metavar="COLUMN", help="columns to leave out of metadata.csv")
     imp.add_argument(
         "--workers", type=int, default=2, help="processes that decode images for checking (default: %(default)s)"
     )

@@ -329,7 +329,8 @@ def train(params: Params) -> dict[str, Any]:
     if not distributed.is_main():  # rank 0 writes the model and reports
         distributed.shutdown()
         return {}
-    save_model(result.model, result.config, model_dir)
+    config = task.after_training(result.model, result.config, valid_records, params, model_dir)
+    save_model(result.model, config, model_dir)
     atomic_write_json(model_dir / "params.json", params.to_dict())
     if result.lr_plot:
         with atomic_file(model_dir / "lr_find.png") as tmp:

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 MIN_SIDE = 32  # pixels: below this a prediction says little (the model saw 100+ px images)
@@ -39,6 +40,22 @@ def _readable(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     return readable, unreadable
 
 
+def _check_explain(args: argparse.Namespace) -> None:
+    """``--explain`` fails before any image is predicted: without --out there is no folder for the heatmaps,
+    and a task may not have them (its Capabilities say why)."""
+    if not args.out:
+        raise ValueError("--explain writes one heatmap PNG per image next to the predictions: pass --out FILE.csv")
+    from dermdl.models import MODEL_CONFIG, ModelConfig
+    from dermdl.tasks import get_task
+
+    config_path = Path(args.model) / MODEL_CONFIG
+    if not config_path.is_file():
+        return  # load_model names the missing file
+    task = get_task(ModelConfig.from_json(config_path).task)
+    if not task.capabilities.supports("explain"):
+        raise ValueError(f"--explain: not available for {task.name} models: {task.capabilities.why_not('explain')}")
+
+
 def run_predict(args: argparse.Namespace) -> int:
     """``dermdl predict``: a model folder on image files or folders; CSV (plus task files) or stdout."""
     from dermdl.images import is_ignored, is_image_file
@@ -57,7 +74,12 @@ def run_predict(args: argparse.Namespace) -> int:
             raise FileNotFoundError(f"{path}: no such image or folder")
     if not paths:
         raise ValueError(f"no images found in {', '.join(args.inputs)}")
+    explain = getattr(args, "explain", False)
+    if explain:
+        _check_explain(args)
     model, config = load_model(args.model)
+    if getattr(args, "no_calibrate", False):  # models without a temperature are unaffected either way
+        config = replace(config, extra={**config.extra, "calibrate": False})
     task = get_task(config.task)
     paths, unreadable = _readable(paths)
     if not paths:
@@ -82,6 +104,10 @@ def run_predict(args: argparse.Namespace) -> int:
             raise ValueError(f"--out {out}: inside the input folder {inside[0]}; write predictions outside it")
         written = task.write_predictions(records, probs, config, out.parent, out.stem)
         files = out.parent / out.stem  # tasks that write more than a CSV (segmentation masks) put it here
+        heatmaps = ""
+        if explain:
+            explained = task.explain(model, config, paths, probs, files / "explanations")
+            heatmaps = f"; {len(explained)} heatmaps in {files / 'explanations'}{os.sep}"
         skipped = ""
         if unreadable:
             from dermdl.io import atomic_write_text
@@ -91,7 +117,10 @@ def run_predict(args: argparse.Namespace) -> int:
             atomic_write_text(listing, "path,reason\n" + rows)
             skipped = f"; {len(unreadable)} unreadable listed in {listing}"
         print(
-            f"predict: {len(paths)} images -> {written}" + (f" (+ {files}{os.sep})" if files.is_dir() else "") + skipped
+            f"predict: {len(paths)} images -> {written}"
+            + (f" (+ {files}{os.sep})" if files.is_dir() else "")
+            + skipped
+            + heatmaps
         )
         return 0
     with tempfile.TemporaryDirectory() as tmp:

@@ -53,6 +53,8 @@ def test_stages_write_every_output(run):
         "summary.txt",
         "plots/figures/sl_test_pr.png",
         "plots/figures/sl_test_gallery.png",
+        "plots/figures/sl_test_gallery_worst_ap.png",
+        "plots/per_image_ap/sl_test.json",
         "dvclive/metrics.json",
     ]:
         assert (out / rel).is_file(), rel
@@ -102,7 +104,10 @@ def test_results_are_coco_in_original_coordinates(run):
     test = metrics["sl_test"]
     assert test["n"] == 7 and test["n_objects"] == 6
     assert set(test["overall"]) >= {"AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100"}
-    assert set(test["overall"]["AP"]) == {"value", "lo", "hi"}
+    assert all(set(v) == {"value", "lo", "hi"} for v in test["overall"].values())
+    assert test["bootstrap"]["unit"] == "image"  # the demo has no groups.csv
+    per_image = json.loads((params.out / "plots" / "per_image_ap" / "sl_test.json").read_text())
+    assert sorted(row["image"] for row in per_image) == sorted(i["file_name"] for i in gt["images"])
     summary = (params.out / "summary.txt").read_text()
     assert "AP@[.50:.95]" in summary and "AP50 melanoma" in summary
     point = json.loads((params.out / "metrics.json").read_text())["sl_test"]["overall"]

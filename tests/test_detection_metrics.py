@@ -14,8 +14,8 @@ from dermdl.tasks.detection.metrics import (
     format_table,
     pr_points,
     run_cocoeval,
-    weighted_ap,
 )
+from dermdl.tasks.detection.weighted import weighted_stats
 
 KNOWN_AP = (51 * 1.0 + 50 * (2 / 3)) / 101  # see test_hand_made_case_has_known_ap
 
@@ -108,10 +108,11 @@ def test_hand_made_case_has_known_ap(tmp_path):
     overall = metrics["overall"]
     for key in ("AP", "AP50"):
         assert overall[key]["value"] == pytest.approx(KNOWN_AP, abs=1e-9)
-    assert overall["AP75"] == pytest.approx(KNOWN_AP, abs=1e-9)
-    assert overall["AP_small"] == pytest.approx(KNOWN_AP, abs=1e-9)
-    assert overall["AP_medium"] is None and overall["AP_large"] is None  # no objects of that size
-    assert overall["AR1"] == pytest.approx(1.0) and overall["AR100"] == pytest.approx(1.0)
+    assert overall["AP75"]["value"] == pytest.approx(KNOWN_AP, abs=1e-9)
+    assert overall["AP_small"]["value"] == pytest.approx(KNOWN_AP, abs=1e-9)
+    undefined = {"value": None, "lo": None, "hi": None}
+    assert overall["AP_medium"] == undefined and overall["AP_large"] == undefined  # no objects of that size
+    assert overall["AR1"]["value"] == pytest.approx(1.0) and overall["AR100"]["value"] == pytest.approx(1.0)
     assert metrics["per_category"]["lesion"]["AP50"]["value"] == pytest.approx(KNOWN_AP, abs=1e-9)
     assert metrics["n"] == 2 and metrics["n_objects"] == 2
     stats = reference_stats(gt, results, tmp_path)
@@ -123,9 +124,9 @@ def test_metrics_match_pycocotools_on_a_messy_case(tmp_path):
     metrics = detection_metrics(gt, results, n_boot=100)
     stats = reference_stats(gt, results, tmp_path)
     keys = ["AP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100"]
+    keys += ["AR_small", "AR_medium", "AR_large"]
     for index, key in enumerate(keys):
-        value = metrics["overall"][key]
-        value = value["value"] if isinstance(value, dict) else value
+        value = metrics["overall"][key]["value"]
         assert (value is None and stats[index] < 0) or value == pytest.approx(stats[index], abs=1e-12), key
     assert metrics["per_category"]["never_annotated"]["AP"] == {"value": None, "lo": None, "hi": None}
 
@@ -134,7 +135,7 @@ def test_recombination_with_unit_weights_is_pycocotools():
     gt, results = random_case(seed=1)
     evaluator = run_cocoeval(gt, results)
     ones = np.ones((1, len(gt["images"])))
-    recombined = weighted_ap(evaluator, ones)
+    recombined = weighted_stats(evaluator, ones)
     assert recombined["AP"][0] == pytest.approx(evaluator.stats[0], abs=1e-12)
     assert recombined["AP50"][0] == pytest.approx(evaluator.stats[1], abs=1e-12)
     precision = evaluator.eval["precision"][:, :, :, 0, -1]
@@ -161,7 +162,7 @@ def test_bootstrap_weights_equal_pycocotools_on_the_resampled_dataset():
         big_results += [r | {"image_id": new_id} for r in results if r["image_id"] == old]
     reference = run_cocoeval(big, big_results).stats
     weights = np.bincount(draw, minlength=20)[None].astype(float)
-    recombined = weighted_ap(evaluator, weights)
+    recombined = weighted_stats(evaluator, weights)
     assert recombined["AP"][0] == pytest.approx(reference[0], abs=1e-9)
     assert recombined["AP50"][0] == pytest.approx(reference[1], abs=1e-9)
 
@@ -181,7 +182,7 @@ def test_confidence_intervals_are_seeded_and_bracket_the_value():
 def test_no_detections_and_no_objects():
     gt, _ = hand_made()
     empty = detection_metrics(gt, [], n_boot=100)
-    assert empty["overall"]["AP"]["value"] == 0.0 and empty["overall"]["AR100"] == 0.0
+    assert empty["overall"]["AP"]["value"] == 0.0 and empty["overall"]["AR100"]["value"] == 0.0
     negatives = {"images": gt["images"], "annotations": [], "categories": gt["categories"]}
     none = detection_metrics(negatives, hand_made()[1], n_boot=100)
     assert none["overall"]["AP"] == {"value": None, "lo": None, "hi": None}
@@ -195,7 +196,8 @@ def test_pr_points_and_table():
     assert points[-1]["precision"] == pytest.approx(2 / 3, abs=1e-5) and points[-1]["threshold"] == 0.7
     table = format_table(detection_metrics(gt, results, n_boot=100), "Test set demo")
     assert table.startswith("Test set demo\n=============")
-    assert "AP50:" in table and "AP50 lesion: 0.835" in table and "AR@100:" in table
+    assert "AP50:" in table and "AP50 lesion: 0.835" in table and "AR@1 / 10 / 100:" in table
+    assert "AP small / medium / large: 0.835 (" in table and "| n/a | n/a" in table
 
 
 def test_class_agnostic_scores_boxes_whatever_their_class():

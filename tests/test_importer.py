@@ -475,3 +475,79 @@ def test_import_help_explains_arguments(capsys):
         "line numbers",
     ):
         assert words in text
+
+
+# --- metadata.csv: every other column, per layout, keyed like groups.csv -------------------------------------
+
+CARRIED = ["image_id", "dx_type", "age", "sex", "localization", "width", "height", "mask_area_frac"]
+
+
+def _varied(rows: list[dict]) -> list[dict]:
+    """Per-row metadata (a comma and quotes inside a value, an 'unknown') so nothing can match by accident."""
+    for i, row in enumerate(rows):
+        row |= {"age": str(20 + 5 * i), "sex": ["male", "female", "unknown"][i % 3], "localization": f'back, "{i}"'}
+    return rows
+
+
+def test_extra_columns_go_to_metadata_csv_of_every_layout(tmp_path):
+    rows = _varied(make_source(tmp_path / "src"))
+    csv_path = write_csv(tmp_path / "src" / "labels.csv", rows)
+    out = tmp_path / "out"
+    summary = run_import(_spec(csv_path, out))
+    assert summary["metadata"] == CARRIED
+    by_id = {r["image_id"]: r for r in rows}
+    for layout in ("classification", "segmentation", "detection"):
+        with (out / layout / "metadata.csv").open(newline="") as handle:
+            table = list(csv.reader(handle))
+        assert table[0] == ["path", *CARRIED]
+        with (out / layout / "groups.csv").open(newline="") as handle:
+            groups = [r[0] for r in list(csv.reader(handle))[1:]]
+        assert [r[0] for r in table[1:]] == groups  # same paths, same order as groups.csv
+        for path, *values in table[1:]:
+            assert (out / layout / path).is_file()
+            source = by_id[values[0]]
+            assert values == [source[c] for c in CARRIED]  # as written, 'unknown' and quotes included
+            assert Path(path).stem == source["image_id"]
+
+
+@pytest.mark.parametrize(
+    "flags, columns",
+    [
+        ([], CARRIED),
+        (["--metadata-exclude", "width", "height"], [c for c in CARRIED if c not in ("width", "height")]),
+        (["--no-metadata"], None),
+    ],
+    ids=["all", "exclude", "none"],
+)
+def test_metadata_flags(tmp_path, source, flags, columns, capsys):
+    csv_path, _rows = source
+    out = tmp_path / "out"
+    argv = ["import", str(csv_path), "--preset", "ham10000", "--out", str(out), "--workers", "1"]
+    assert main([*argv, "--layouts", "classification", *flags]) == 0
+    path = out / "classification" / "metadata.csv"
+    if columns is None:
+        assert not path.exists()
+        assert "metadata.csv" not in capsys.readouterr().out
+    else:
+        assert path.read_text().splitlines()[0] == ",".join(["path", *columns])
+        assert f"metadata.csv (for analyze.subgroups): {', '.join(columns)}" in capsys.readouterr().out
+    assert json.loads((out / "import.json").read_text())["arguments"]["metadata"] is (columns is not None)
+
+
+def test_unknown_metadata_exclude_column_is_a_line_1_problem(tmp_path, source):
+    csv_path, _rows = source
+    with pytest.raises(ImportProblems) as caught:
+        run_import(_spec(csv_path, tmp_path / "out", metadata_exclude=("Age",)))
+    assert caught.value.report.lines()[0].startswith(f"ERROR {csv_path}:1: --metadata-exclude column 'Age'")
+    assert "use the column name exactly as written: age" in str(caught.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_source_column_named_path_is_not_carried(tmp_path):
+    rows = make_source(tmp_path / "src")
+    for row in rows:
+        row["path"] = "somewhere/else.png"
+    csv_path = write_csv(tmp_path / "src" / "labels.csv", rows, HAM_HEADER + ["path"])
+    run_import(_spec(csv_path, tmp_path / "out", layouts=("classification",)))
+    header = (tmp_path / "out" / "classification" / "metadata.csv").read_text().splitlines()[0]
+    assert header == ",".join(["path", *CARRIED])

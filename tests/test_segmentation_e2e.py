@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy.spatial.distance import cdist
 
 from dermdl import pipeline
 from dermdl.cli import main
@@ -67,6 +68,7 @@ def test_every_stage_writes_its_outputs(run):
         "model/train.json",
         "predictions/sl_test.csv",
         "predictions/sl_test/histograms.npy",
+        "predictions/sl_test/calibration.npz",
         "metrics.json",
         "report.json",
         "summary.txt",
@@ -76,6 +78,9 @@ def test_every_stage_writes_its_outputs(run):
         "plots/figures/sl_test_confusion.png",
         "plots/figures/sl_test_gallery_best.png",
         "plots/figures/sl_test_gallery_worst.png",
+        "plots/figures/sl_test_gallery_worst_probability.png",
+        "plots/figures/sl_test_reliability.png",
+        "plots/calibration/sl_test--lesion.json",
         "dvclive/metrics.json",
     ]:
         assert (out / rel).is_file(), rel
@@ -93,6 +98,27 @@ def test_every_stage_writes_its_outputs(run):
     )
     assert len(json.loads((out / "plots/confusion/sl_test.json").read_text())) == 1000
     assert "Dice lesion:" in (out / "summary.txt").read_text()
+    # clinical sections: boundary distances, pixel calibration, resampling unit (no groups known: images)
+    assert set(report["boundary"]["lesion"]) == {"hd95", "asd", "n_images", "n_one_empty"}
+    assert report["calibration"]["bins"] == 15 and report["calibration"]["lesion"]["ece"]["value"] is not None
+    assert report["bootstrap"]["unit"] == "image"
+    reliability = json.loads((out / "plots/calibration/sl_test--lesion.json").read_text())
+    assert sum(r["count"] for r in reliability) == report["pixels"]
+    assert all(0 <= r["confidence"] <= 1 and 0 <= r["accuracy"] <= 1 for r in reliability)
+    for label in ("HD95 (px) lesion:", "ECE lesion:", "Pixel calibration (15 equal-width probability bins)"):
+        assert label in (out / "summary.txt").read_text()
+
+
+def _surface_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Both directed distance sets between the 4-neighbour surfaces of two masks, by brute force."""
+
+    def surface(m: np.ndarray) -> np.ndarray:
+        padded = np.pad(m, 1)
+        inner = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+        return np.argwhere(m & ~inner)
+
+    d = cdist(surface(a), surface(b))
+    return np.concatenate([d.min(axis=0), d.min(axis=1)])
 
 
 @pytest.mark.slow
@@ -109,8 +135,35 @@ def test_predicted_masks_are_at_original_size_in_the_input_convention(run):
         # the per-image numbers in the CSV agree with the written mask file and the source mask
         assert row.cm_1_1 == (p & t).sum() and row.cm_0_1 == (p & ~t).sum() and row.cm_1_0 == (~p & t).sum()
         assert row.dice_lesion == pytest.approx(2 * (p & t).sum() / (p.sum() + t.sum()), abs=1e-6)
+        if p.any() and t.any():  # boundary distances at the ORIGINAL resolution
+            both = _surface_distances(t, p)
+            assert row.hd95_lesion == pytest.approx(np.percentile(both, 95), abs=1e-5)
+            assert row.asd_lesion == pytest.approx(both.mean(), abs=1e-5)
+        else:
+            assert np.isnan(row.hd95_lesion) and np.isnan(row.asd_lesion)
+        probability = open_mask(out / "predictions" / row.probability)
+        assert probability.shape == (64, 64) and probability.dtype == np.uint8
         assert Image.open(out / "predictions" / row.overlay).size == (64 * 3 + 4, 64)
     assert open_mask(out / "predictions/sl_test/masks/wide.png").shape == (60, 90)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resample, explain", [("group", 0), ("auto", 2)])
+def test_analyze_resamples_lesions_from_groups_csv_and_explains_the_worst(run, tmp_path, resample, explain):
+    from dermdl.models import ModelConfig
+    from dermdl.tasks.segmentation.analyze import analyze
+
+    base, params = run
+    root = Path(params.data.root)
+    frame = pd.read_csv(params.out / "predictions/sl_test.csv")
+    groups = root.parent / f"groups-{resample}.csv"  # not <root>/groups.csv: other tests share the root
+    groups.write_text("path,group\n" + "".join(f"{image},L{i // 2}\n" for i, image in enumerate(frame["image"])))
+    run_params = params.override({"data.groups": str(groups), "analyze.resample": resample, "analyze.explain": explain})
+    config = ModelConfig.from_json(params.out / "model/model.json")
+    metrics = analyze(params.out / "predictions", "sl_test", config, run_params, tmp_path / "plots")
+    assert metrics["bootstrap"]["unit"] == "group" and metrics["bootstrap"]["n_groups"] == 5
+    gallery = tmp_path / "plots/figures/sl_test_gallery_worst_probability.png"
+    assert gallery.is_file() == (explain > 0)
 
 
 @pytest.mark.slow

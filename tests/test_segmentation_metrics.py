@@ -115,7 +115,7 @@ def test_bootstrap_cis_match_a_naive_resampling_loop():
     for m in sm.OVERALL_METRICS:
         lo, hi = percentile_ci(np.array([r[m][0] for r in refs]), 0.9)
         assert (metrics["overall"][m]["lo"], metrics["overall"][m]["hi"]) == pytest.approx((lo, hi), abs=1e-12)
-    assert metrics["bootstrap"] == {"n_boot": 60, "ci": 0.9, "seed": 0}
+    assert metrics["bootstrap"] == {"n_boot": 60, "ci": 0.9, "seed": 0, "unit": "image"}
 
 
 def test_seeded_bootstrap_is_reproducible_and_json_safe():

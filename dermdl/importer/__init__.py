@@ -7,6 +7,7 @@ layouts, with datasets split by group (no lesion/patient in two datasets) and st
     <out>/import.json                               arguments, counts per dataset/label, groups, seed
     <out>/splits.csv                                every CSV row: line, image, dataset, label, group
     <out>/classification/<dataset>/<label>/<image>  (+ groups.csv: path,group,... for the leak check)
+    <out>/<layout>/metadata.csv                     path + every other CSV column (age, sex, ...: subgroups)
     <out>/segmentation/<dataset>/images/<image>     + <dataset>/masks/<stem>.png      (with a mask column)
     <out>/detection/images/<dataset>/<image>        + annotations/<dataset>.json (COCO) (boxes or masks)
 
@@ -55,6 +56,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  {name}: {info['images']} images{groups} ({labels})")
     placed = summary.get("placed") or {}
     lines.append(f"  files: {placed.get('link', 0)} hard-linked, {placed.get('copy', 0)} copied (sources untouched)")
+    if summary.get("metadata"):
+        lines.append(f"  metadata.csv (for analyze.subgroups): {', '.join(summary['metadata'])}")
     return "\n".join(lines)
 
 
@@ -84,6 +87,8 @@ def main_args(args: Any) -> int:
         copy=args.copy,
         workers=args.workers,
         preset=args.preset,
+        metadata=not args.no_metadata,
+        metadata_exclude=tuple(args.metadata_exclude or ()),
     )
     try:
         summary = run_import(spec)

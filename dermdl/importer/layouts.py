@@ -65,6 +65,14 @@ def _groups_csv(rows: list[Row], path_of, spec: ImportSpec) -> str:
     )
 
 
+def _metadata_csv(rows: list[Row], path_of) -> str | None:
+    """``path`` (as in groups.csv) then every carried column as written; None when nothing is carried."""
+    columns = list(rows[0].extra) if rows else []
+    if not columns:
+        return None
+    return _csv_text(["path", *columns], [[path_of(r), *(r.extra[c] for c in columns)] for r in rows])
+
+
 def _int_if_whole(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
@@ -119,13 +127,16 @@ def write(spec: ImportSpec, rows: list[Row], layouts: tuple[str, ...]) -> dict[s
                 if layout.annotations:
                     categories = [spec.single_class] if spec.single_class else sorted({r.label for r in rows})
                     atomic_write_json(root / layout.annotation_path(name), _coco(members, spec, categories))
+
+            def path_of(r: Row, layout: LayoutSchema = layout) -> str:
+                return layout.image_path(r.dataset, r.name, r.label)
+
+            ordered = [r for n in names for r in by_dataset[n]]
             if spec.group:
-
-                def path_of(r: Row, layout: LayoutSchema = layout) -> str:
-                    return layout.image_path(r.dataset, r.name, r.label)
-
-                ordered = [r for n in names for r in by_dataset[n]]
                 atomic_write_text(root / "groups.csv", _groups_csv(ordered, path_of, spec))
+            metadata = _metadata_csv(ordered, path_of)
+            if metadata is not None:
+                atomic_write_text(root / "metadata.csv", metadata)
         ordered = sorted(rows, key=lambda r: r.line)
         atomic_write_text(
             tmp / "splits.csv",
@@ -149,6 +160,7 @@ def write(spec: ImportSpec, rows: list[Row], layouts: tuple[str, ...]) -> dict[s
             },
             "labels": dict(sorted(Counter(r.label for r in rows).items())),
             "groups": len({r.group for r in rows}) if spec.group else None,
+            "metadata": list(rows[0].extra) if rows else [],
             "seed": spec.seed,
         }
         atomic_write_json(tmp / MARKER, summary)

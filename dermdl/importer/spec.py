@@ -57,6 +57,9 @@ class ImportSpec:
     copy: bool = False
     workers: int = 2
     preset: str | None = None
+    # Every other column (age, sex, site, ...) goes to <layout>/metadata.csv for subgroup analysis.
+    metadata: bool = True
+    metadata_exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.csv, self.out = Path(self.csv), Path(self.out)
@@ -71,6 +74,7 @@ class ImportSpec:
         if self.boxes is not None:
             x0, y0, x1, y1 = self.boxes  # a list (JSON, a caller's) becomes the 4-tuple
             self.boxes = (x0, y0, x1, y1)
+        self.metadata_exclude = tuple(self.metadata_exclude)
 
     def shares(self) -> dict[str, float]:
         return {
@@ -102,6 +106,8 @@ class ImportSpec:
             "single_class": self.single_class,
             "missing_group_alone": self.missing_group_alone,
             "copy": self.copy,
+            "metadata": self.metadata,
+            "metadata_exclude": list(self.metadata_exclude),
         }
 
 
@@ -120,7 +126,7 @@ class Row:
     size: tuple[int, int] = (0, 0)
     mask_annotation: dict[str, Any] | None = None  # COCO bbox/area/segmentation from the mask
     dataset: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, str] = field(default_factory=dict)  # metadata columns carried as written
 
 
 # --- reading and checking the table ---------------------------------------------------------------------

@@ -62,9 +62,18 @@ def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
             f"{role} column '{name}' is not in the header (columns: {', '.join(header)})",
             f"use the column name exactly as written{': ' + close[0] if close else ''}",
         )
+    for name in spec.metadata_exclude:
+        if name not in header:
+            close = [h for h in header if h.lower() == name.lower()]
+            report.add(
+                _where(spec, 1),
+                f"--metadata-exclude column '{name}' is not in the header (columns: {', '.join(header)})",
+                f"use the column name exactly as written{': ' + close[0] if close else ''}",
+            )
     if not report.ok:
         return []
     col = {h: i for i, h in enumerate(header)}
+    carried = metadata_columns(spec, header, [name for name in wanted.values() if name])
     rows: list[Row] = []
     seen: dict[Path, int] = {}
     for fields in reader:
@@ -174,10 +183,21 @@ def read_rows(spec: ImportSpec, report: Report) -> list[Row]:
                         bad = True
                     box = (a, b, c, d)
         if not bad:
-            rows.append(Row(line, image, source, label, group or f"{line}:{image}", mask, box))
+            extra = {name: fields[col[name]] for name in carried}
+            rows.append(Row(line, image, source, label, group or f"{line}:{image}", mask, box, extra=extra))
     if not rows and report.ok:
         report.add(spec.csv, "the table has no data rows", "export the spreadsheet with one row per image")
     return rows
+
+
+def metadata_columns(spec: ImportSpec, header: list[str], used: list[str]) -> list[str]:
+    """The columns carried into ``metadata.csv``: all that are not image/label/group/mask/box columns, in
+    table order, less ``--metadata-exclude`` (none with ``--no-metadata``). A column named ``path`` is
+    never carried: that name is the metadata table's image column."""
+    if not spec.metadata:
+        return []
+    skip = set(used) | set(spec.metadata_exclude)
+    return [h for h in dict.fromkeys(header) if h and h not in skip and h.lower() != "path"]
 
 
 def _check_files(source: Path, mask: Path | None, want_annotation: bool) -> dict[str, Any]:

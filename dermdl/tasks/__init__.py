@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # records import numpy; declaring a task stays light
 
 #: Procedures of the shared core that a task may not support; each unsupported one carries the reason
 #: shown to the user. The single source of these names: params checks and the core read it.
-PROCEDURES = ("tta", "mixup", "oversample", "progressive_resizing", "channels_last")
+#: ``explain``: class-activation heatmaps (``dermdl predict --explain``, analyze's gallery).
+PROCEDURES = ("tta", "mixup", "oversample", "progressive_resizing", "channels_last", "explain")
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,10 @@ class Task(Protocol):
     - ``splitter(model)`` / ``callbacks(params)`` -> fastai parameter groups / extra training callbacks
     - ``config_extra(params)`` -> JSON-able entries for ``ModelConfig.extra`` that predict/infer need
       without params.yaml (e.g. segmentation's mask value convention)
+    - ``after_training(model, config, valid_records, params, model_dir)`` -> the config to save, once the
+      weights are final (classification fits its temperature on the validation split here)
+    - ``explain(model, config, paths, predictions, out_dir)`` -> heatmap PNGs written for images (``dermdl predict
+      --explain``), one per image, for the class ``predictions`` chose; only where ``explain`` is supported
     """
 
     name: str
@@ -125,6 +130,8 @@ class Task(Protocol):
     splitter: Callable[[Any], list]
     callbacks: Callable[[Any], list]
     config_extra: Callable[[Any], dict]
+    after_training: Callable[..., Any]
+    explain: Callable[..., list[Path]]
 
 
 def _no_callbacks(params: Any) -> list:
@@ -144,6 +151,16 @@ def _body_head_split(model: Any) -> list:
     from fastai.vision.learner import default_split
 
     return default_split(model)
+
+
+def _config_as_trained(model: Any, config: Any, valid_records: list, params: Any, model_dir: Path) -> Any:
+    return config
+
+
+def _no_explanations(model: Any, config: Any, paths: Any, predictions: Any, out_dir: Path) -> list[Path]:
+    raise NotImplementedError(
+        "this task's plug-in has no explain hook: give it one, or declare 'explain' unsupported in its Capabilities"
+    )
 
 
 def concat_lists(parts: list[Any]) -> list[Any]:
@@ -174,6 +191,8 @@ class TaskPlugin:
     splitter: Callable[[Any], list] = _body_head_split
     callbacks: Callable[[Any], list] = _no_callbacks
     config_extra: Callable[[Any], dict] = _no_settings
+    after_training: Callable[..., Any] = _config_as_trained
+    explain: Callable[..., list[Path]] = _no_explanations
 
 
 _REGISTERED: dict[str, Task] = {}

@@ -23,6 +23,8 @@ TASK = TaskPlugin(
     pseudo_label=_part("predict", "pseudo_label"),
     write_predictions=_part("predict", "write_predictions"),
     analyze=_part("analyze", "analyze"),
-    table=_part("metrics", "format_table"),
+    table=_part("report", "format_report"),
     config_extra=_part("model", "config_extra"),
+    after_training=_part("calibrate", "after_training"),
+    explain=_part("explain", "explain"),
 )

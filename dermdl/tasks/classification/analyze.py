@@ -8,12 +8,8 @@ adds one key to the metrics dict; the sections' arithmetic lives in :mod:`dermdl
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import numpy as np
-import pandas as pd
 
 from dermdl.io import atomic_write_json
 from dermdl.models import ModelConfig
@@ -25,46 +21,7 @@ from dermdl.tasks.classification.plots import (
     plot_roc_curves,
     roc_points,
 )
-
-
-@dataclass(frozen=True)
-class TestPredictions:
-    """One test set as infer wrote it, in the model's class order."""
-
-    name: str
-    frame: pd.DataFrame  # the predictions CSV
-    classes: list[str]
-    y_true: np.ndarray  # (n,) class index
-    probs: np.ndarray  # (n, k) as infer wrote them (calibrated when the model has a temperature)
-    groups: list[str] | None  # lesion/patient id per image, None when unknown or analyze.resample: image
-
-
-def read_predictions(predictions_dir: Path, name: str, config: ModelConfig, all_params: Any) -> TestPredictions:
-    """The predictions CSV of one test set with its labels checked against the model's classes."""
-    params = all_params.analyze
-    predictions = predictions_dir / f"{name}.csv"
-    if not predictions.is_file():
-        raise FileNotFoundError(f"{predictions}: missing; run the infer stage first (`dvc repro infer`)")
-    frame = pd.read_csv(predictions, keep_default_na=False)
-    classes = list(config.classes)
-    unknown = sorted(set(frame["true_label"]) - set(classes))
-    if unknown:
-        raise ValueError(f"{predictions}: true labels {unknown} are not among the model's classes {classes}")
-    groups = None
-    if params.resample != "image":
-        from dermdl.leaks.groups import groups_of
-
-        groups = groups_of(all_params, list(frame["path"]))
-        if groups is None and params.resample == "group":
-            raise ValueError("analyze.resample: group needs lesion/patient ids (data.groups or <data.root>/groups.csv)")
-    return TestPredictions(
-        name=name,
-        frame=frame,
-        classes=classes,
-        y_true=frame["true_label"].map(classes.index).to_numpy(),
-        probs=frame[[f"prob_{c}" for c in classes]].to_numpy(dtype=np.float64),
-        groups=groups,
-    )
+from dermdl.tasks.classification.predictions_csv import read_predictions
 
 
 def analyze(predictions_dir: Path, name: str, config: ModelConfig, all_params: Any, plots_dir: Path) -> dict:
@@ -84,5 +41,16 @@ def analyze(predictions_dir: Path, name: str, config: ModelConfig, all_params: A
     plot_confusion_matrix(y_true, y_pred, classes, figures / f"{name}_confusion.png", title=f"{name}: confusion")
     plot_roc_curves(y_true, probs, classes, figures / f"{name}_roc.png", title=f"{name}: one-vs-rest ROC")
     # Sections (one key each; a section returns None when it does not apply):
-    # lesion_level, calibration, operating_points (lead); subgroups; explanations.
+    from dermdl.tasks.classification import clinical
+    from dermdl.tasks.classification.subgroups import subgroups_section
+
+    metrics["lesion_level"] = clinical.lesion_level(test, params)
+    metrics["calibration"] = clinical.calibration(test, config, params, plots_dir)
+    metrics["operating_points"] = clinical.operating_points(test, config, params, all_params.out / "model", plots_dir)
+    metrics["subgroups"] = subgroups_section(test, all_params, plots_dir)
+    from dermdl.tasks.classification.explain import explanations  # lazy: torch and captum
+
+    metrics["explanations"] = explanations(
+        name, list(test.frame["path"]), y_true, probs, classes, predictions_dir, all_params, figures
+    )
     return metrics

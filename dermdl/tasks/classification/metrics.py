@@ -127,13 +127,18 @@ def _chunk_metrics(
 
 
 def resample_metrics(
-    y_true: Any, probs: Any, indices: np.ndarray | None = None, weights: np.ndarray | None = None
+    y_true: Any,
+    probs: Any,
+    indices: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+    macro_over: Sequence[int] | np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """All metrics for each resample — ``indices`` (B, n) drawn samples, or ``weights`` (B, n) per-sample
     multiplicities (a cluster bootstrap); NaN marks undefined values.
 
     Keys: every name in CLASS_METRICS -> (B, k); ``macro_<name>`` -> (B,); OVERALL_METRICS -> (B,).
-    Passing ``np.arange(n)[None]`` gives the point estimate (B = 1).
+    Passing ``np.arange(n)[None]`` gives the point estimate (B = 1). ``macro_over`` restricts the macro
+    means to those class columns (None: all classes).
     """
     y, p = _validate(y_true, probs)
     n, k = p.shape
@@ -160,8 +165,9 @@ def resample_metrics(
     if not parts:
         parts = [_chunk_metrics(y, pred, p, weights[:0], auc_prep)]
     out = {key: np.concatenate([part[key] for part in parts]) for key in parts[0]}
+    columns = np.arange(k) if macro_over is None else np.asarray(macro_over, dtype=np.int64)
     for name in CLASS_METRICS:
-        out[f"macro_{name}"] = _nanmean(out[name], axis=1)
+        out[f"macro_{name}"] = _nanmean(out[name][:, columns], axis=1)
     return out
 
 
@@ -179,6 +185,10 @@ def classification_metrics(
 
     Macro = unweighted mean over the classes where the metric is defined (sklearn's
     ``zero_division=np.nan`` behaviour), so one never-predicted class doesn't void macro precision.
+    Classes with no image in ``y_true`` (an external test set holding a subset of the classes) are
+    listed in ``absent_classes`` and left out of every macro, so all macros and the balanced accuracy
+    average the same present classes; an absent class's own row keeps what is still defined (its
+    precision is 0 when the model predicts it: every such prediction is a false positive).
     ``indices`` overrides the seeded resamples (used to compare against a reference loop). ``groups``
     (lesion/patient id per sample) makes the bootstrap resample groups instead of images.
     """
@@ -189,15 +199,17 @@ def classification_metrics(
         raise ValueError(f"ci must be in (0, 1), got {ci}")
     y, p = _validate(y_true, probs, len(classes))
     n = len(y)
-    point = resample_metrics(y, p, np.arange(n)[None])
+    present = np.unique(y)
+    macro_over = None if len(present) == len(classes) else present
+    point = resample_metrics(y, p, np.arange(n)[None], macro_over=macro_over)
     if groups is not None:
         if len(groups) != n:
             raise ValueError(f"{len(groups)} group ids for {n} samples")
-        boot = resample_metrics(y, p, weights=group_weights(groups, n_boot, seed))
+        boot = resample_metrics(y, p, weights=group_weights(groups, n_boot, seed), macro_over=macro_over)
         unit = {"unit": "group", "n_groups": len(set(map(str, groups)))}
     else:
         idx = bootstrap_indices(n, n_boot, seed) if indices is None else np.asarray(indices)
-        boot = resample_metrics(y, p, idx)
+        boot = resample_metrics(y, p, idx, macro_over=macro_over)
         n_boot, unit = len(idx), {"unit": "image"}
     return {
         "n": int(n),
@@ -206,8 +218,31 @@ def classification_metrics(
             cls: {m: with_ci(point[m][0, c], boot[m][:, c], ci) for m in CLASS_METRICS} for c, cls in enumerate(classes)
         },
         "macro": {m: with_ci(point[f"macro_{m}"][0], boot[f"macro_{m}"], ci) for m in CLASS_METRICS},
+        "absent_classes": [cls for c, cls in enumerate(classes) if c not in set(present.tolist())],
         "bootstrap": {"n_boot": int(n_boot), "ci": float(ci), "seed": int(seed)} | unit,
     }
+
+
+def _absent_notes(metrics: dict[str, Any]) -> list[str]:
+    """What a test set without some classes cannot tell: ``["over K of N classes present (a, b)",
+    "<class>: no images in this test set; recall and AUC not defined", ...]``; empty when all are present."""
+    absent = metrics.get("absent_classes") or []
+    if not absent:
+        return []
+    classes = list(metrics["per_class"])
+    present = [c for c in classes if c not in absent]
+    notes = [f"over the {len(present)} of {len(classes)} classes present: {', '.join(present)}"]
+    for cls in absent:
+        values = metrics["per_class"][cls]
+        undefined = [
+            LABELS[m] if LABELS[m].isupper() else LABELS[m].lower() for m in CLASS_METRICS if values[m]["value"] is None
+        ]
+        listed = ", ".join(undefined[:-1]) + " and " + undefined[-1] if len(undefined) > 1 else "".join(undefined)
+        note = f"{cls}: no images in this test set; {listed or 'nothing'} not defined"
+        if values["precision"]["value"] is not None:
+            note += " (precision 0: each image predicted as it is a false positive)"
+        notes.append(note)
+    return notes
 
 
 def format_table(metrics: dict[str, Any], title: str = "Classification metrics", digits: int = 2) -> str:
@@ -224,6 +259,9 @@ def format_table(metrics: dict[str, Any], title: str = "Classification metrics",
     overall = metrics.get("overall", {})
     width = max(len(LABELS[m]) for m in OVERALL_METRICS) + 1
     lines += [f"{LABELS[m] + ':':<{width}} {format_value(overall.get(m), digits)}" for m in OVERALL_METRICS]
+    absent_notes = _absent_notes(metrics)
+    if absent_notes:
+        lines[-1] += f" ({absent_notes[0]})"
 
     rows = [(cls, vals) for cls, vals in metrics["per_class"].items()] + [("macro", metrics["macro"])]
     cells = [[format_value(vals.get(m), digits) for m in CLASS_METRICS] for _, vals in rows]
@@ -236,6 +274,8 @@ def format_table(metrics: dict[str, Any], title: str = "Classification metrics",
         if name == "macro":
             lines.append("-" * len(header))
         lines.append("  ".join([f"{name:<{name_w}}"] + [f"{c:<{w}}" for c, w in zip(row, col_w)]).rstrip())
+    if absent_notes:
+        lines += ["", f"macro: mean {absent_notes[0]}"] + absent_notes[1:]
 
     detail = [(f"{LABELS[m]} {name}:", format_value(vals.get(m), digits)) for m in CLASS_METRICS for name, vals in rows]
     label_w = max(len(label) for label, _ in detail)

@@ -32,5 +32,6 @@ def build_model(config: ModelConfig, pretrained: bool | str):
 
 
 def config_extra(params: Any) -> dict[str, Any]:
-    """Saved in model.json: the head's dropout (training only, but part of how the model was built)."""
-    return {"head_dropout": params.classification.head_dropout}
+    """Saved in model.json: the head's dropout (training only, but part of how the model was built), and
+    whether predictions apply the temperature (infer.calibrate; infer re-reads it from params)."""
+    return {"head_dropout": params.classification.head_dropout, "calibrate": params.infer.calibrate}

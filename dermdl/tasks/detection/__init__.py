@@ -25,6 +25,7 @@ TASK = TaskPlugin(
             "oversample": _BOXES,
             "tta": "flipped boxes would need merging",
             "channels_last": "torchvision detectors take lists of differently sized images",
+            "explain": "the predicted boxes (their overlays) are the explanation",
         }
     ),
     scan=_part("layout", "scan"),

@@ -1,13 +1,10 @@
-"""COCO detection metrics (pycocotools COCOeval) with bootstrap CIs over images, and a text table.
+"""COCO detection metrics (pycocotools COCOeval) with bootstrap CIs, and a text table.
 
 Point values are pycocotools' own numbers (AP@[.50:.95], AP50, AP75, AP small/medium/large,
-AR@1/10/100, per-category AP), so they match what papers report.
-
-Why the CIs do not re-run COCOeval per resample: ``evaluate()`` (box matching, the expensive part)
-depends on one image at a time, so it runs once; each bootstrap resample is then a weighting of
-images (how often each was drawn), and pycocotools' ``accumulate`` step (sort detections by score,
-cumulative TP/FP, interpolated precision at 101 recall points) is recomputed with those weights for
-all resamples at once in numpy. With all weights 1 this reproduces pycocotools exactly (tested).
+AR@1/10/100, AR small/medium/large, per-category AP), so they match what papers report. Every one
+gets a bootstrap CI, computed by re-weighting pycocotools' accumulate step
+(:mod:`dermdl.tasks.detection.weighted`): images are resampled, or lesion/patient groups when they
+are known (cluster bootstrap: images of one lesion are not independent).
 """
 
 from __future__ import annotations
@@ -16,26 +13,23 @@ import contextlib
 import copy
 import io
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from dermdl.bootstrap import bootstrap_indices, format_value, percentile_ci
+from dermdl.bootstrap import format_value, resample_weights, with_ci
+from dermdl.tasks.detection.weighted import STATS, weighted_stats
 
-#: pycocotools ``stats`` index -> our key; None values mean "undefined" (pycocotools' -1).
-STATS = {"AP": 0, "AP50": 1, "AP75": 2, "AP_small": 3, "AP_medium": 4, "AP_large": 5, "AR1": 6, "AR10": 7, "AR100": 8}
-LABELS = {
-    "AP": "AP@[.50:.95]",
-    "AP50": "AP50",
-    "AP75": "AP75",
-    "AP_small": "AP small",
-    "AP_medium": "AP medium",
-    "AP_large": "AP large",
-    "AR1": "AR@1",
-    "AR10": "AR@10",
-    "AR100": "AR@100",
+#: Summary lines: several numbers of one family share a line, so the table stays short.
+LINES = {
+    "AP@[.50:.95]": ["AP"],
+    "AP50": ["AP50"],
+    "AP75": ["AP75"],
+    "AP small / medium / large": ["AP_small", "AP_medium", "AP_large"],
+    "AR@1 / 10 / 100": ["AR1", "AR10", "AR100"],
+    "AR small / medium / large": ["AR_small", "AR_medium", "AR_large"],
 }
-_CHUNK = 2_000_000  # bootstrap rows x detections per numpy block (~16 MB of float64)
 
 
 def _quiet(fn, *args):
@@ -99,101 +93,11 @@ def run_cocoeval(gt: dict, results: list[dict]):
     return evaluator
 
 
-def _category_arrays(evaluator, k: int) -> dict[str, np.ndarray]:
-    """One category's detections over all images (area 'all', maxDets 100), in accumulate's order."""
-    p = evaluator.params
-    n_img, n_area, max_det = len(p.imgIds), len(p.areaRng), p.maxDets[-1]
-    scores, matched, ignored, owner = [], [], [], []
-    npig = np.zeros(n_img)
-    for i in range(n_img):
-        e = evaluator.evalImgs[k * n_area * n_img + i]
-        if e is None:
-            continue
-        scores.append(np.asarray(e["dtScores"][:max_det], dtype=np.float64))
-        matched.append(np.asarray(e["dtMatches"])[:, :max_det])
-        ignored.append(np.asarray(e["dtIgnore"])[:, :max_det])
-        owner.append(np.full(len(scores[-1]), i))
-        npig[i] = np.count_nonzero(np.asarray(e["gtIgnore"]) == 0)
-    n_thr = len(p.iouThrs)
-    if not scores:
-        return {
-            "tp": np.zeros((n_thr, 0), bool),
-            "fp": np.zeros((n_thr, 0), bool),
-            "owner": np.zeros(0, int),
-            "npig": npig,
-        }
-    order = np.argsort(-np.concatenate(scores), kind="mergesort")
-    dtm = np.concatenate(matched, axis=1)[:, order].astype(bool)
-    dtig = np.concatenate(ignored, axis=1)[:, order].astype(bool)
-    return {"tp": dtm & ~dtig, "fp": ~dtm & ~dtig, "owner": np.concatenate(owner)[order], "npig": npig}
-
-
-def _weighted_precision(arrays: dict[str, np.ndarray], weights: np.ndarray, rec_thrs: np.ndarray) -> np.ndarray:
-    """Interpolated precision (rows, T, R) for image weights (rows, I); NaN rows = category absent."""
-    rows, n_thr, n_rec = len(weights), arrays["tp"].shape[0], len(rec_thrs)
-    npig = weights @ arrays["npig"]
-    out = np.zeros((rows, n_thr, n_rec))
-    n_det = arrays["tp"].shape[1]
-    if n_det:
-        w = weights[:, arrays["owner"]]
-        denominator = np.where(npig > 0, npig, 1.0)[:, None]
-        offsets = 2.0 * np.arange(rows)[:, None]
-        for t in range(n_thr):
-            tp = np.cumsum(w * arrays["tp"][t], axis=1)
-            fp = np.cumsum(w * arrays["fp"][t], axis=1)
-            recall = tp / denominator
-            precision = tp / (fp + tp + np.spacing(1))
-            envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
-            # one searchsorted for all rows: row r lives in [2r, 2r + 1] after the offset
-            index = np.searchsorted((recall + offsets).ravel(), (rec_thrs[None, :] + offsets).ravel(), side="left")
-            index = index.reshape(rows, n_rec) - (np.arange(rows) * n_det)[:, None]
-            valid = index < n_det
-            out[:, t] = np.where(valid, np.take_along_axis(envelope, np.minimum(index, n_det - 1), axis=1), 0.0)
-    out[npig == 0] = np.nan
-    return out
-
-
-def weighted_ap(evaluator, weights: np.ndarray) -> dict[str, np.ndarray]:
-    """AP and AP50, overall (rows,) and per category (rows, K), for image-weight rows (rows, I)."""
-    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    rec_thrs = np.asarray(evaluator.params.recThrs)
-    n_cat = len(evaluator.params.catIds)
-    ap = np.full((len(weights), n_cat), np.nan)
-    ap50 = np.full((len(weights), n_cat), np.nan)
-    for k in range(n_cat):
-        arrays = _category_arrays(evaluator, k)
-        n_det = max(1, arrays["tp"].shape[1])
-        step = max(1, _CHUNK // n_det)
-        for start in range(0, len(weights), step):
-            q = _weighted_precision(arrays, weights[start : start + step], rec_thrs)
-            ap[start : start + step, k] = q.mean(axis=(1, 2))
-            ap50[start : start + step, k] = q[:, 0].mean(axis=1)
-    with np.errstate(invalid="ignore"), _nan_mean_quiet():
-        return {
-            "AP": np.nanmean(ap, axis=1),
-            "AP50": np.nanmean(ap50, axis=1),
-            "AP_per_category": ap,
-            "AP50_per_category": ap50,
-        }
-
-
-@contextlib.contextmanager
-def _nan_mean_quiet():
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # "Mean of empty slice": all categories absent
-        yield
-
-
-def _value(v: float) -> float | None:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) or v < 0 else float(v)
-
-
-def _with_ci(value: float, boot: np.ndarray, ci: float) -> dict[str, float | None]:
-    point = _value(value)
-    lo, hi = percentile_ci(boot, ci) if point is not None else (None, None)
-    return {"value": point, "lo": lo, "hi": hi}
+def _with_ci(value: float | None, boot: np.ndarray | None, ci: float) -> dict[str, float | None]:
+    """The value/lo/hi record; pycocotools' -1 (and None) mean undefined, which has no interval."""
+    if value is None or math.isnan(value) or value < 0:
+        return with_ci(math.nan, np.zeros(0), ci)
+    return with_ci(float(value), boot if boot is not None else np.zeros(0), ci)
 
 
 def _category_ap(evaluator, k: int, t: slice | int) -> float | None:
@@ -201,48 +105,65 @@ def _category_ap(evaluator, k: int, t: slice | int) -> float | None:
     return None if (precision < 0).any() or precision.size == 0 else float(precision.mean())
 
 
-def detection_metrics(
-    gt: dict, results: list[dict], n_boot: int = 1000, ci: float = 0.95, seed: int = 0, evaluator: Any = None
-) -> dict[str, Any]:
-    """COCO metrics with bootstrap CIs over images for AP and AP50 (overall and per category).
+def _resample_weights(
+    evaluator, gt: dict, n_boot: int, seed: int, groups: Sequence[Any] | None
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """(n_boot, I) image multiplicities in ``evaluator.params.imgIds`` order, and the unit record.
+    ``groups`` follow ``gt["images"]``; evaluator ids are sorted, so they are re-ordered by id."""
+    image_ids = list(evaluator.params.imgIds)
+    ordered = None
+    unit: dict[str, Any] = {"unit": "image"}
+    if groups is not None:
+        if len(groups) != len(gt["images"]):
+            raise ValueError(f"{len(groups)} group ids for {len(gt['images'])} images")
+        by_id = {img["id"]: str(g) for img, g in zip(gt["images"], groups)}
+        ordered = [by_id[i] for i in image_ids]
+        unit = {"unit": "group", "n_groups": len(set(ordered))}
+    if not image_ids or not n_boot:
+        return None, unit
+    return resample_weights(len(image_ids), n_boot, seed, ordered), unit
 
-    ``{"n", "n_objects", "overall": {AP, AP50 (value/lo/hi), AP75, AP_small, ..., AR100},
-    "per_category": {name: {AP, AP50 (value/lo/hi)}}, "bootstrap": {...}}``; undefined -> None.
+
+def detection_metrics(
+    gt: dict,
+    results: list[dict],
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    evaluator: Any = None,
+    groups: Sequence[Any] | None = None,
+) -> dict[str, Any]:
+    """COCO metrics, each with a bootstrap CI, overall and (AP, AP50) per category.
+
+    ``{"n", "n_objects", "overall": {AP, AP50, AP75, AP_small, ..., AR100, AR_small, ...},
+    "per_category": {name: {AP, AP50}}, "bootstrap": {n_boot, ci, seed, unit[, n_groups]}}``, every
+    number ``{"value", "lo", "hi"}`` (None when undefined). ``groups`` (lesion/patient id per entry of
+    ``gt["images"]``) makes the bootstrap resample groups instead of images.
     """
     evaluator = evaluator or run_cocoeval(gt, results)
-    n_images = len(evaluator.params.imgIds)
     names = {c["id"]: c["name"] for c in gt["categories"]}
     categories = [names[c] for c in evaluator.params.catIds]
-    counts = np.zeros((n_boot, n_images))
-    if n_images:
-        draws = bootstrap_indices(n_images, n_boot, seed)
-        counts = np.stack([np.bincount(row, minlength=n_images) for row in draws]).astype(np.float64)
-    boot = weighted_ap(evaluator, counts) if n_images and n_boot else None
+    weights, unit = _resample_weights(evaluator, gt, n_boot, seed, groups)
+    boot = weighted_stats(evaluator, weights) if weights is not None else None
     stats = evaluator.stats
-    overall: dict[str, Any] = {}
-    for key, index in STATS.items():
-        if key in ("AP", "AP50") and boot is not None:
-            overall[key] = _with_ci(float(stats[index]), boot[key], ci)
-        else:
-            overall[key] = _value(float(stats[index]))
+    overall = {
+        key: _with_ci(float(stats[index]), boot[key] if boot is not None else None, ci) for key, index in STATS.items()
+    }
     per_category = {}
     for k, name in enumerate(categories):
-        entry = {}
-        for key, t in (("AP", slice(None)), ("AP50", 0)):
-            value = _category_ap(evaluator, k, t)
-            samples = boot[f"{key}_per_category"][:, k] if boot is not None else np.zeros(0)
-            entry[key] = {
-                "value": value,
-                **dict(zip(("lo", "hi"), percentile_ci(samples, ci) if value is not None else (None, None))),
-            }
-        per_category[name] = entry
+        per_category[name] = {
+            key: _with_ci(
+                _category_ap(evaluator, k, t), boot[f"{key}_per_category"][:, k] if boot is not None else None, ci
+            )
+            for key, t in (("AP", slice(None)), ("AP50", 0))
+        }
     n_objects = sum(1 for a in gt.get("annotations", []) if not a.get("iscrowd"))
     return {
-        "n": n_images,
+        "n": len(evaluator.params.imgIds),
         "n_objects": n_objects,
         "overall": overall,
         "per_category": per_category,
-        "bootstrap": {"n_boot": int(n_boot), "ci": float(ci), "seed": int(seed), "unit": "image"},
+        "bootstrap": {"n_boot": int(n_boot), "ci": float(ci), "seed": int(seed)} | unit,
     }
 
 
@@ -274,7 +195,10 @@ def pr_points(evaluator, k: int, iou: float = 0.5) -> list[dict[str, float]]:
 def format_table(metrics: dict[str, Any], title: str = "Detection metrics", digits: int = 3) -> str:
     """Readable summary: overall COCO metrics, then one greppable line per category and metric."""
     boot = metrics.get("bootstrap", {})
-    ci_text = f"{100 * boot['ci']:g}% bootstrap CI over images, {boot['n_boot']} resamples" if boot else "bootstrap CI"
+    ci_text = "bootstrap CI"
+    if boot:
+        over = f"{boot['n_groups']} lesion/patient groups" if boot.get("unit") == "group" else "images"
+        ci_text = f"{100 * boot['ci']:g}% bootstrap CI over {over}, {boot['n_boot']} resamples"
     lines = [
         title,
         "=" * len(title),
@@ -282,8 +206,11 @@ def format_table(metrics: dict[str, Any], title: str = "Detection metrics", digi
         "",
     ]
     overall = metrics["overall"]
-    width = max(len(label) for label in LABELS.values()) + 1
-    lines += [f"{LABELS[key] + ':':<{width}} {format_value(overall.get(key), digits)}" for key in STATS]
+    width = max(len(label) for label in LINES) + 1
+    lines += [
+        f"{label + ':':<{width}} {' | '.join(format_value(overall.get(key), digits) for key in keys)}"
+        for label, keys in LINES.items()
+    ]
     if "any_lesion" in metrics:  # a multi-class detector scored with its categories merged
         merged = metrics["any_lesion"]
         lines += [

@@ -199,12 +199,12 @@ def _gallery_cases(gt: dict, results: list[dict], threshold: float) -> list[dict
     return cases
 
 
-def plot_coco_gallery(gt: dict, results: list[dict], threshold: float, path: Path, title: str) -> None:
-    """:func:`plot_gallery` of the first ``GALLERY_SIZE`` test images (mistakes first) whose original
-    file is found, from a COCO ground-truth dict and COCO results (boxes scoring >= ``threshold``)."""
+def _with_pictures(cases: list[dict], limit: int) -> list[dict]:
+    """The first ``limit`` cases whose original image file is found, with the picture (at most 384 px)
+    and boxes scaled to it; a case's own ``note`` (the tile caption) is kept."""
     shown: list[dict[str, Any]] = []
-    for case in _gallery_cases(gt, results, threshold):
-        if len(shown) == GALLERY_SIZE:
+    for case in cases:
+        if len(shown) == limit:
             break
         try:
             picture = open_rgb(case["img"].get("path", ""))
@@ -215,14 +215,31 @@ def plot_coco_gallery(gt: dict, results: list[dict], threshold: float, path: Pat
             picture = picture.resize(
                 (round(picture.width * scale), round(picture.height * scale)), Image.Resampling.BILINEAR
             )
+        note = "correct" if not case["errors"] else f"{case['errors']} mistake(s)"
         shown.append(
-            case
+            {"note": note}
+            | case
             | {
                 "image": np.asarray(picture),
                 "gt": case["gt"] * scale,
                 "pred": case["pred"] * scale,
                 "name": case["img"]["file_name"],
-                "note": "correct" if not case["errors"] else f"{case['errors']} mistake(s)",
             }
         )
-    plot_gallery(shown, path, title)
+    return shown
+
+
+def plot_coco_gallery(gt: dict, results: list[dict], threshold: float, path: Path, title: str) -> None:
+    """:func:`plot_gallery` of the first ``GALLERY_SIZE`` test images (mistakes first) whose original
+    file is found, from a COCO ground-truth dict and COCO results (boxes scoring >= ``threshold``)."""
+    plot_gallery(_with_pictures(_gallery_cases(gt, results, threshold), GALLERY_SIZE), path, title)
+
+
+def plot_worst_ap_gallery(
+    gt: dict, results: list[dict], threshold: float, worst: list[tuple[int, float]], path: Path, title: str
+) -> None:
+    """:func:`plot_gallery` of the images ``worst`` names (image id, per-image AP50), in that order,
+    each tile captioned with its AP50; boxes scoring >= ``threshold`` are drawn."""
+    by_id = {case["img"]["id"]: case for case in _gallery_cases(gt, results, threshold)}
+    cases = [by_id[image_id] | {"note": f"image AP50 {ap:.2f}"} for image_id, ap in worst if image_id in by_id]
+    plot_gallery(_with_pictures(cases, len(cases)), path, title)

@@ -14,7 +14,12 @@ _part = parts_of(__name__)
 TASK = TaskPlugin(
     name="segmentation",
     layout=LAYOUT,
-    capabilities=Capabilities(unsupported={"oversample": "its images have no class to balance"}),
+    capabilities=Capabilities(
+        unsupported={
+            "oversample": "its images have no class to balance",
+            "explain": "the predicted mask (its overlay) is the explanation",
+        }
+    ),
     scan=_part("layout", "scan"),
     prepare_item=_part("data", "prepare_item"),
     target_array=_part("data", "target_array"),

@@ -13,6 +13,9 @@ Conventions (documented in docs/segmentation.md):
 * Precision, recall, specificity and AUC are pixel-level, pooled over the test set; the AUC and
   ROC use probabilities binned into ``BINS`` steps (one-vs-rest per class).
 * Undefined values are ``None`` (never NaN), so the output is JSON- and DVC-safe.
+* Resamples draw images, or lesion/patient groups when ``groups`` are given (cluster bootstrap: images
+  of one lesion are not independent); boundary distances (:mod:`.boundary`) and pixel calibration
+  (:mod:`.calibration`) use the same resamples as every other metric.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from dermdl.bootstrap import bootstrap_indices, format_value, with_ci
+from dermdl import bootstrap
+from dermdl.bootstrap import format_value, with_ci
+from dermdl.tasks.segmentation.boundary import boundary_metrics
+from dermdl.tasks.segmentation.calibration import PixelCalibration, calibration_metrics
 
 BINS = 100
 ISIC_THRESHOLD = 0.65
@@ -138,6 +144,25 @@ def resample_metrics(cm: np.ndarray, hist: np.ndarray | None, weights: np.ndarra
     return out
 
 
+def resample_weights(
+    n: int, n_boot: int, seed: int, indices: np.ndarray | None = None, groups: Sequence[Any] | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """(b, n) image multiplicities of the bootstrap resamples (:func:`dermdl.bootstrap.resample_weights`)
+    and the resampling unit for the report: drawn ``groups`` (lesion/patient ids, cluster bootstrap) when
+    given, else drawn images; ``indices`` replaces the seeded image draws, so tests can replay a naive loop."""
+    if groups is not None:
+        if len(groups) != n:
+            raise ValueError(f"{len(groups)} group ids for {n} images")
+        unit = {"unit": "group", "n_groups": len(set(map(str, groups)))}
+        return bootstrap.resample_weights(n, n_boot, seed, groups), unit
+    if indices is None:
+        return bootstrap.resample_weights(n, n_boot, seed), {"unit": "image"}
+    idx = np.asarray(indices)
+    rows = np.arange(len(idx))[:, None]
+    weights = np.bincount((rows * n + idx).ravel(), minlength=len(idx) * n).reshape(len(idx), n)
+    return weights.astype(np.float64), {"unit": "image"}
+
+
 def segmentation_metrics(
     cm: np.ndarray,
     hist: np.ndarray | None,
@@ -146,24 +171,25 @@ def segmentation_metrics(
     ci: float = 0.95,
     seed: int = 0,
     indices: np.ndarray | None = None,
+    groups: Sequence[Any] | None = None,
+    boundary: dict[str, np.ndarray] | None = None,
+    calibration: PixelCalibration | None = None,
+    calibration_bins: int = 15,
 ) -> dict[str, Any]:
     """Metrics dict: ``n`` images, ``pixels``, ``overall``, ``per_class`` (values with CIs as
-    value/lo/hi), ``pixel_confusion`` (truth -> prediction -> pixels) and ``bootstrap`` settings."""
+    value/lo/hi), ``pixel_confusion`` (truth -> prediction -> pixels) and ``bootstrap`` settings (with the
+    resampling unit); ``boundary`` (per-image {"hd95", "asd"} (n, k)) and ``calibration`` (infer's
+    per-image statistics) add the keys of the same names."""
     cm = np.asarray(cm)
     n, k = cm.shape[0], len(classes)
     if cm.ndim != 3 or cm.shape[1:] != (k, k) or n < 1:
         raise ValueError(f"need per-image confusion counts of shape (n >= 1, {k}, {k}), got {cm.shape}")
-    idx = bootstrap_indices(n, n_boot, seed) if indices is None else np.asarray(indices)
+    weights, unit = resample_weights(n, n_boot, seed, indices, groups)
     point = resample_metrics(cm, hist, np.ones((1, n)))
-    parts = []
-    for start in range(0, len(idx), _CHUNK):
-        block = idx[start : start + _CHUNK]
-        rows = np.arange(len(block))[:, None]
-        weights = np.bincount((rows * n + block).ravel(), minlength=len(block) * n).reshape(len(block), n)
-        parts.append(resample_metrics(cm, hist, weights))
+    parts = [resample_metrics(cm, hist, weights[start : start + _CHUNK]) for start in range(0, len(weights), _CHUNK)]
     boot = {key: np.concatenate([p[key] for p in parts]) for key in point} if parts else point
     total = cm.sum(axis=0)
-    return {
+    out = {
         "n": int(n),
         "pixels": int(total.sum()),
         "overall": {m: with_ci(point[m][0], boot[m], ci) for m in OVERALL_METRICS},
@@ -171,8 +197,13 @@ def segmentation_metrics(
             cls: {m: with_ci(point[m][0, c], boot[m][:, c], ci) for m in CLASS_METRICS} for c, cls in enumerate(classes)
         },
         "pixel_confusion": {t: {p: int(total[i, j]) for j, p in enumerate(classes)} for i, t in enumerate(classes)},
-        "bootstrap": {"n_boot": int(len(idx)), "ci": float(ci), "seed": int(seed)},
+        "bootstrap": {"n_boot": int(len(weights)), "ci": float(ci), "seed": int(seed)} | unit,
     }
+    if boundary is not None:
+        out["boundary"] = boundary_metrics(boundary, cm, classes, weights, ci)
+    if calibration is not None:
+        out["calibration"] = calibration_metrics(calibration, classes, calibration_bins, weights, ci)
+    return out
 
 
 def roc_points(hist: np.ndarray, c: int) -> list[dict[str, float]]:
@@ -209,6 +240,11 @@ def format_table(metrics: dict[str, Any], title: str = "Segmentation metrics", d
     greppable line per value with its CI (``Dice lesion: 0.91 (0.89-0.93)``)."""
     boot = metrics.get("bootstrap", {})
     ci_text = f"{100 * boot['ci']:g}% bootstrap CI over images, {boot['n_boot']} resamples" if boot else "CI"
+    if boot.get("unit") == "group":
+        ci_text = (
+            f"{100 * boot['ci']:g}% bootstrap CI, {boot['n_boot']} resamples "
+            f"of {boot['n_groups']} lesion/patient groups"
+        )
     lines = [
         title,
         "=" * len(title),
@@ -246,6 +282,45 @@ def format_table(metrics: dict[str, Any], title: str = "Segmentation metrics", d
         for m in CLASS_METRICS
         for cls in classes
     ]
+    lines += _boundary_lines(metrics.get("boundary"), digits) + _calibration_lines(metrics.get("calibration"))
+    detail += [
+        (f"{label} {cls}:", format_value(values.get(key), digits if key in ("hd95", "asd") else 3))
+        for section, keys in (("boundary", BOUNDARY_LABELS), ("calibration", CALIBRATION_LABELS))
+        for cls, values in metrics.get(section, {}).items()
+        if isinstance(values, dict)
+        for key, label in keys.items()
+    ]
     label_w = max(len(label) for label, _ in detail)
     lines += ["", "Details:"] + [f"{label:<{label_w}} {value}" for label, value in detail]
+    if metrics.get("subgroups"):
+        from dermdl.evaluation.subgroups import format_subgroups
+
+        lines += ["", format_subgroups(metrics["subgroups"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
+
+
+BOUNDARY_LABELS = {"hd95": "HD95 (px)", "asd": "ASSD (px)"}
+CALIBRATION_LABELS = {"ece": "ECE", "brier": "Brier"}
+
+
+def _boundary_lines(boundary: dict[str, Any] | None, digits: int) -> list[str]:
+    """Surface distances per foreground class, with the images they leave out said out loud."""
+    if not boundary:
+        return []
+    lines = ["", "Boundary (pixels of the original image; mean over images where both masks have the class)"]
+    for cls, b in boundary.items():
+        lines.append(
+            f"{cls}: HD95 {format_value(b['hd95'], digits)}, ASSD {format_value(b['asd'], digits)}; "
+            f"{b['n_images']} images, {b['n_one_empty']} left out (class in only one of truth and prediction)"
+        )
+    return lines
+
+
+def _calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
+    if not calibration:
+        return []
+    lines = ["", f"Pixel calibration ({calibration['bins']} equal-width probability bins)"]
+    for cls, c in calibration.items():
+        if isinstance(c, dict):
+            lines.append(f"{cls}: ECE {format_value(c['ece'], 3)}, Brier {format_value(c['brier'], 3)}")
+    return lines

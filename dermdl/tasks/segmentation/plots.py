@@ -1,5 +1,6 @@
-"""Segmentation figures (PNG): per-class metric bars, pixel confusion matrix, best/worst gallery,
-and the overlay panels (image | truth | prediction) that infer writes beside each predicted mask.
+"""Segmentation figures (PNG): per-class metric bars, pixel confusion matrix, pixel reliability
+diagram, best/worst galleries (the worst also with the probability heatmap), and the overlay panels
+(image | truth | prediction) that infer writes beside each predicted mask.
 
 Headless ``matplotlib.figure.Figure`` and atomic writes, through :func:`dermdl.figures.save_figure`.
 The PNGs go to ``plots/figures``, which dvc.yaml declares as a plots folder, so ``dvc plots show``
@@ -129,6 +130,42 @@ def plot_gallery(
         ax.set_xlabel(caption, fontsize=8)
     fig.suptitle(title, fontsize=10)
     save_figure(fig, path, dpi=110)
+
+
+def plot_reliability(
+    records: dict[str, list[dict[str, float]]], calibration: dict[str, Any], path: str | os.PathLike, title: str
+) -> None:
+    """One panel per foreground class: observed share vs mean predicted probability per bin (point size
+    ~ pixels), the diagonal of perfect calibration, and the ECE with its CI in the panel title."""
+    from dermdl.bootstrap import format_value
+
+    fig = Figure(figsize=(4.2 * len(records), 4.4), layout="constrained")
+    for index, (cls, points) in enumerate(records.items()):
+        ax = fig.add_subplot(1, len(records), index + 1)
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--", label="perfect calibration")
+        if points:
+            conf = np.array([p["confidence"] for p in points])
+            acc = np.array([p["accuracy"] for p in points])
+            count = np.array([p["count"] for p in points], dtype=np.float64)
+            ax.plot(conf, acc, color="tab:red", lw=1)
+            ax.scatter(conf, acc, s=10 + 200 * np.sqrt(count / count.max()), color="tab:red", label="bins")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+        ax.set_xlabel(f"mean predicted p({cls}) in bin")
+        ax.set_ylabel(f"observed share of {cls} pixels")
+        ax.set_title(f"{cls}: ECE {format_value(calibration[cls]['ece'], 3)}", fontsize=9)
+        ax.legend(loc="upper left", fontsize=8)
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title} ({calibration['bins']} bins, point area ~ pixels)", fontsize=10)
+    save_figure(fig, path, dpi=110)
+
+
+def heatmap_tile(image: np.ndarray, probability: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """The image with a probability map (h, w) in [0, 1] blended over it as a jet heatmap."""
+    colours = cv2.applyColorMap(np.round(255 * np.clip(probability, 0, 1)).astype(np.uint8), cv2.COLORMAP_JET)
+    heat = cv2.cvtColor(colours, cv2.COLOR_BGR2RGB).astype(np.float32)
+    return np.clip((1 - alpha) * image.astype(np.float32) + alpha * heat + 0.5, 0, 255).astype(np.uint8)
 
 
 def overlay(image: np.ndarray, classes: np.ndarray, alpha: float = 0.45) -> np.ndarray:
