@@ -248,7 +248,8 @@ def test_analyze_writes_cluster_cis_per_image_table_and_worst_gallery(tmp_path, 
     assert metrics["bootstrap"] == {"n_boot": 100, "ci": 0.95, "seed": 0} | unit
     evaluator = run_cocoeval(gt, results)
     groups = [f"patient{img['id'] % 4}" for img in gt["images"]] if resample == "auto" else None
-    assert metrics == {**detection_metrics(gt, results, n_boot=100, groups=groups), "any_lesion": metrics["any_lesion"]}
+    expected_metrics = detection_metrics(gt, results, n_boot=100, groups=groups)
+    assert metrics == {**expected_metrics, "any_lesion": metrics["any_lesion"], "subgroups": None}
     table = json.loads((plots / "per_image_ap" / "sl_test.json").read_text())
     expected = dict(zip(evaluator.params.imgIds, per_image_ap50(evaluator, params.detection.score_threshold)))
     by_name = {img["file_name"]: expected[img["id"]] for img in gt["images"]}
@@ -269,3 +270,32 @@ def test_group_resampling_without_groups_is_a_one_line_error(tmp_path):
     config = _config()
     with pytest.raises(ValueError, match=r"^analyze.resample: group needs lesion/patient ids[^\n]*$"):
         analyze(out / "predictions", "sl_test", config, params, out / "plots")
+
+
+def test_analyze_reports_ap_per_metadata_subgroup(tmp_path):
+    """Each subgroup's AP/AP50 are the COCO numbers of its images alone (same seed, same groups)."""
+    gt, results = sized_case(seed=4, n_images=16)
+    root, out = tmp_path / "data", tmp_path / "out"
+    _write_test_set(root, out, gt, results)
+    site = {img["file_name"]: ("back" if img["id"] % 2 else "face") for img in gt["images"]}
+    rows = ["path,site"] + [f"images/sl_test/{name},{value}" for name, value in site.items()]
+    (root / "metadata.csv").write_text("\n".join(rows) + "\n")
+    params = params_from_dict(
+        {
+            "task": "detection",
+            "out_dir": str(out),
+            "data": {"root": str(root), "sl_train": ["sl_train"], "sl_tests": ["sl_test"]},
+            "analyze": {"n_boot": 100, "explain": 0, "subgroups": ["site"]},
+        }
+    )
+    metrics = analyze(out / "predictions", "sl_test", _config(), params, out / "plots")
+    by_site = metrics["subgroups"]["columns"]["site"]
+    for value in ("back", "face"):
+        images = [img for img in gt["images"] if site[img["file_name"]] == value]
+        ids = {img["id"] for img in images}
+        subset = {**gt, "images": images, "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
+        expected = detection_metrics(subset, [r for r in results if r["image_id"] in ids], n_boot=100)["overall"]
+        assert by_site[value]["n"] == 8
+        assert by_site[value]["AP"] == expected["AP"] and by_site[value]["AP50"] == expected["AP50"]
+    assert (out / "plots" / "subgroups" / "sl_test--site.json").is_file()
+    assert "site" in format_table(metrics)

@@ -167,6 +167,35 @@ def test_analyze_resamples_lesions_from_groups_csv_and_explains_the_worst(run, t
 
 
 @pytest.mark.slow
+def test_analyze_reports_dice_per_metadata_subgroup(run, tmp_path):
+    """Each subgroup's foreground Dice/IoU are segmentation_metrics of its images alone."""
+    from dermdl.models import ModelConfig
+    from dermdl.tasks.segmentation.analyze import analyze
+    from dermdl.tasks.segmentation.metrics import segmentation_metrics
+
+    base, params = run
+    frame = pd.read_csv(params.out / "predictions/sl_test.csv")
+    table = tmp_path / "metadata.csv"
+    sex = ["female" if i % 3 else "male" for i in range(len(frame))]
+    table.write_text("path,sex\n" + "".join(f"{image},{s}\n" for image, s in zip(frame["image"], sex)))
+    run_params = params.override(
+        {"data.metadata": str(table), "analyze.subgroups": ["sex"], "analyze.explain": 0, "analyze.resample": "image"}
+    )
+    config = ModelConfig.from_json(params.out / "model/model.json")
+    metrics = analyze(params.out / "predictions", "sl_test", config, run_params, tmp_path / "plots")
+    k = len(config.classes)
+    cm = frame[[f"cm_{i}_{j}" for i in range(k) for j in range(k)]].to_numpy().reshape(-1, k, k)
+    for value in ("female", "male"):
+        index = np.flatnonzero(np.array(sex) == value)
+        row = metrics["subgroups"]["columns"]["sex"][value]
+        assert row["n"] == len(index)
+        if len(index) >= metrics["subgroups"]["min_n"]:
+            expected = segmentation_metrics(cm[index], None, config.classes, n_boot=params.analyze.n_boot)["overall"]
+            assert row["dice_foreground"] == expected["dice_foreground"]
+    assert (tmp_path / "plots/subgroups/sl_test--sex.json").is_file()
+
+
+@pytest.mark.slow
 def test_predict_cli_writes_masks_for_new_images(run, tmp_path, capsys):
     base, params = run
     new = tmp_path / "new photos"

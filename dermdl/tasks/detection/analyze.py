@@ -17,26 +17,55 @@ from dermdl.tasks.detection.plots import plot_coco_gallery, plot_pr_curves, plot
 from dermdl.tasks.detection.weighted import per_image_ap50
 
 
-def image_groups(gt: dict, all_params: Any) -> list[str] | None:
-    """Lesion/patient id of each ``gt["images"]`` entry (analyze.resample: auto|group), None for image
-    resampling. infer keeps each image's absolute path; groups files name it relative to data.root."""
-    resample = all_params.analyze.resample
-    if resample == "image":
-        return None
-    from dermdl.leaks.groups import groups_of
-
+def image_sources(gt: dict, all_params: Any) -> list[str]:
+    """Each ``gt["images"]`` entry as groups and metadata tables name it: relative to data.root (infer
+    keeps the absolute path); outside data.root, the path itself (matched absolutely or by file name)."""
     root = Path(all_params.data.root).resolve()
     sources = []
     for image in gt["images"]:
         path = Path(image.get("path") or image["file_name"])
         try:
             sources.append(path.resolve().relative_to(root).as_posix() if path.is_absolute() else path.as_posix())
-        except ValueError:  # outside data.root: matched by its absolute path or bare file name
+        except ValueError:
             sources.append(path.as_posix())
-    groups = groups_of(all_params, sources)
+    return sources
+
+
+def image_groups(gt: dict, all_params: Any) -> list[str] | None:
+    """Lesion/patient id of each ``gt["images"]`` entry (analyze.resample: auto|group), None for image
+    resampling."""
+    resample = all_params.analyze.resample
+    if resample == "image":
+        return None
+    from dermdl.leaks.groups import groups_of
+
+    groups = groups_of(all_params, image_sources(gt, all_params))
     if groups is None and resample == "group":
         raise ValueError("analyze.resample: group needs lesion/patient ids (data.groups or <data.root>/groups.csv)")
     return groups
+
+
+def _subgroups(gt: dict, results: list[dict], boot: dict, all_params: Any, name: str, plots_dir: Path) -> dict | None:
+    """AP and AP50 (with CIs) on the images of each metadata subgroup; None without analyze.subgroups."""
+    from dermdl.evaluation.metadata import read_metadata
+    from dermdl.evaluation.subgroups import subgroup_section
+
+    params = all_params.analyze
+    if not params.subgroups:
+        return None
+    metadata = read_metadata(all_params, image_sources(gt, all_params), params.subgroups)
+    groups = boot["groups"]
+
+    def metrics_of(index: Any) -> dict[str, dict[str, float | None]]:
+        images = [gt["images"][i] for i in index]
+        ids = {image["id"] for image in images}
+        subset = {**gt, "images": images, "annotations": [a for a in gt["annotations"] if a["image_id"] in ids]}
+        found = [r for r in results if r["image_id"] in ids]
+        chosen = None if groups is None else [groups[i] for i in index]
+        overall = detection_metrics(subset, found, **{**boot, "groups": chosen})["overall"]
+        return {"AP": overall["AP"], "AP50": overall["AP50"]}
+
+    return subgroup_section(metadata, params.bands, metrics_of, name, plots_dir)
 
 
 def per_image_table(gt: dict, evaluator: Any, score_threshold: float) -> list[dict[str, Any]]:
@@ -68,6 +97,7 @@ def analyze(predictions_dir: Path, name: str, config: ModelConfig, all_params: A
     if len(gt["categories"]) > 1:  # also: are lesions found at all, whatever diagnosis they get?
         merged = detection_metrics(*class_agnostic(gt, results), **boot)
         metrics["any_lesion"] = {key: merged["overall"][key] for key in ("AP", "AP50")}
+    metrics["subgroups"] = _subgroups(gt, results, boot, all_params, name, plots_dir)
     names = {c["id"]: c["name"] for c in gt["categories"]}
     curves = {}
     for k, cat in enumerate(evaluator.params.catIds):

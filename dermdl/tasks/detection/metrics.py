@@ -234,4 +234,8 @@ def format_table(metrics: dict[str, Any], title: str = "Detection metrics", digi
         ]
         label_w = max(len(label) for label, _ in detail)
         lines += [f"{label:<{label_w}} {value}" for label, value in detail]
+    if metrics.get("subgroups"):
+        from dermdl.evaluation.subgroups import format_subgroups
+
+        lines += ["", format_subgroups(metrics["subgroups"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
