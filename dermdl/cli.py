@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from dermdl import __version__
-from dermdl.options import BOX_FORMATS, TTA_MODES
+from dermdl.options import BOX_FORMATS, EXPLAIN_METHODS, TTA_MODES
 from dermdl.tasks import task_names
 
 # Thesis pipeline flag -> params.yaml key, so its README commands translate one to one.
@@ -109,8 +109,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--explain",
         action="store_true",
-        help="classification: also write a class-activation heatmap (HiResCAM) per image for its predicted "
-        "class, as <out stem>/explanations/<image stem>.png; needs --out",
+        help="classification: also write an explanation heatmap per image for its predicted class, as "
+        "<out stem>/explanations/<image stem>.png; needs --out",
+    )
+    predict.add_argument(
+        "--explain-method",
+        choices=EXPLAIN_METHODS,
+        default="occlusion",
+        help="how --explain makes heatmaps: occlusion (probability drop when a window is greyed out; faithful, "
+        "~2 s per image on a CPU) or hirescam (gradient x activation; fast, coarse) (default: %(default)s)",
     )
     demo = sub.add_parser(
         "demo-data",

@@ -22,6 +22,7 @@ from pydantic import (
 from dermdl.errors import ParamsError
 from dermdl.options import (
     ColorConstancy,
+    ExplainMethod,
     Optimizer,
     Recipe,
     ResizePolicy,
@@ -213,6 +214,9 @@ class AnalyzeParams(_Section):
     subgroups: tuple[str, ...] = ()
     bands: dict[str, float] = {}
     explain: int = Field(4, ge=0, le=50)  # cases per row of the explanation galleries; 0 = none
+    # How classification heatmaps are made: occlusion (measured faithful on HAM10000, ~2 s per image on a
+    # CPU) or hirescam (a gradient map, 100x faster; on HAM10000 no better than random: docs/results.md)
+    explain_method: ExplainMethod = "occlusion"
 
     @field_validator("class_groups")
     @classmethod
@@ -274,6 +278,11 @@ class Params(_Section):
             raise ValueError(
                 f"train.{', train.'.join(bad)}: not available for {self.task} ({reasons}); remove them "
                 "or choose another task"
+            )
+        if self.data.label_maps and not capabilities.supports("label_maps"):
+            raise ValueError(
+                f"data.label_maps: not available for {self.task} ({capabilities.why_not('label_maps')}); "
+                "remove data.label_maps"
             )
         if self.infer.tta not in ("none", "auto") and not capabilities.supports("tta"):
             raise ValueError(

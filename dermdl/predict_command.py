@@ -106,7 +106,7 @@ def run_predict(args: argparse.Namespace) -> int:
         files = out.parent / out.stem  # tasks that write more than a CSV (segmentation masks) put it here
         heatmaps = ""
         if explain:
-            explained = task.explain(model, config, paths, probs, files / "explanations")
+            explained = task.explain(model, config, paths, probs, files / "explanations", args.explain_method)
             heatmaps = f"; {len(explained)} heatmaps in {files / 'explanations'}{os.sep}"
         skipped = ""
         if unreadable:

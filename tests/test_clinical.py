@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import log_loss, roc_auc_score
 
 from dermdl.bootstrap import resample_weights
 from dermdl.evaluation.calibration import (
@@ -48,6 +48,7 @@ def test_ece_and_brier_match_naive_definitions(n, k, bins):
     assert point["ece"][0] == pytest.approx(_naive_ece(probs, y, bins), abs=1e-12)
     brier = ((probs - np.eye(k)[y]) ** 2).sum(axis=1).mean()
     assert point["brier"][0] == pytest.approx(brier, abs=1e-12)
+    assert point["nll"][0] == pytest.approx(log_loss(y, probs, labels=list(range(k))), rel=1e-9)
     # a resample = the metric of the resampled data set
     idx = np.random.default_rng(1).integers(0, n, n)
     weights = np.bincount(idx, minlength=n)[None].astype(float)
@@ -259,3 +260,35 @@ def test_predict_applies_the_temperature_unless_no_calibrate(trained, tmp_path):
     np.testing.assert_allclose(
         apply_temperature(frames[True][cols].to_numpy(), temperature), frames[False][cols].to_numpy(), atol=2e-5
     )
+
+
+def test_subgroups_report_each_class_groups_operating_point(tmp_path):
+    """Per subgroup: sensitivity/specificity at the one validation-chosen threshold, from that subgroup's images."""
+    from dermdl.params import params_from_dict
+    from dermdl.tasks.classification.predictions_csv import TestPredictions
+    from dermdl.tasks.classification.subgroups import subgroups_section
+
+    rng = np.random.default_rng(0)
+    n = 60
+    y = rng.integers(0, 3, n)
+    probs = rng.dirichlet(np.ones(3), n)
+    probs[np.arange(n), y] += 0.5
+    probs /= probs.sum(axis=1, keepdims=True)
+    paths = [f"sl_test/c{y[i]}/img{i}.png" for i in range(n)]
+    site = ["back" if i % 3 else "face" for i in range(n)]
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "metadata.csv").write_text("path,site\n" + "".join(f"{p},{s}\n" for p, s in zip(paths, site)))
+    test = TestPredictions("sl_test", pd.DataFrame({"path": paths}), ["a", "b", "c"], y, probs, None)
+    params = params_from_dict(
+        {"data": {"root": str(tmp_path / "data")}, "analyze": {"n_boot": 100, "subgroups": ["site"]}}
+    )
+    decisions = {"bad": {"classes": ["b", "c"], "threshold": 0.6}, "none": {"classes": ["a"], "threshold": None}}
+    section = subgroups_section(test, params, tmp_path / "plots", decisions)
+    for value in ("back", "face"):
+        chosen = np.array(site) == value
+        positive = np.isin(y[chosen], [1, 2])
+        referred = probs[chosen][:, 1:].sum(axis=1) >= 0.6
+        row = section["columns"]["site"][value]
+        assert row["bad_sensitivity"]["value"] == pytest.approx((referred & positive).sum() / positive.sum())
+        assert row["bad_specificity"]["value"] == pytest.approx((~referred & ~positive).sum() / (~positive).sum())
+        assert not any(key.startswith("none_") for key in row)

@@ -66,13 +66,14 @@ def _quadrant_share(heat: np.ndarray, quadrant: tuple[int, int]) -> float:
     return float(heat[row * half : (row + 1) * half, col * half : (col + 1) * half].sum() / heat.sum())
 
 
+@pytest.mark.parametrize("method", ["occlusion", "hirescam"])
 @pytest.mark.parametrize("red_at", list(QUADRANTS))
-def test_heatmap_peaks_in_the_quadrant_that_decides_the_class(red_at):
+def test_heatmap_peaks_in_the_quadrant_that_decides_the_class(red_at, method):
     red = QUADRANTS[red_at]
     green = (1 - red[0], 1 - red[1])  # the opposite quadrant holds the other class's evidence
     model = _colour_net()
     batch = torch.stack([_patch_image(red, green)] * 2)
-    maps = heatmaps(model, batch, [0, 1])
+    maps = heatmaps(model, batch, [0, 1], method)
     for heat, quadrant in zip(maps, (red, green)):
         peak = np.unravel_index(heat.argmax(), heat.shape)
         assert (peak[0] // (SIZE // 2), peak[1] // (SIZE // 2)) == quadrant
@@ -92,7 +93,7 @@ def test_heatmap_equals_cam_for_a_pooling_linear_head():
         cam = torch.einsum("nc,nchw->nhw", weights, features).clamp(min=0)[:, None]
         cam = F.interpolate(cam, size=(SIZE, SIZE), mode="bilinear")[:, 0]
         cam = cam / cam.flatten(1).amax(1).view(-1, 1, 1)
-    np.testing.assert_allclose(heatmaps(model, batch, targets), cam.numpy(), atol=1e-6)
+    np.testing.assert_allclose(heatmaps(model, batch, targets, "hirescam"), cam.numpy(), atol=1e-6)
 
 
 @pytest.fixture(scope="module")
@@ -112,20 +113,27 @@ def classifier():
     return model.eval(), config
 
 
-def test_heatmaps_of_a_dermdl_classifier_shape_range_determinism(classifier):
+@pytest.mark.parametrize("method", ["occlusion", "hirescam"])
+def test_heatmaps_of_a_dermdl_classifier_shape_range_determinism(classifier, method):
     model, config = classifier
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)) for _ in range(3)]
     batch = torch.stack([model_view(image, config)[0] for image in images])
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    first = heatmaps(model, batch, [0, 1, 2])
-    second = heatmaps(model, batch, [0, 1, 2])
+    first = heatmaps(model, batch, [0, 1, 2], method)
+    second = heatmaps(model, batch, [0, 1, 2], method)
     assert first.shape == (3, 64, 64) and first.dtype == np.float32
     assert first.min() >= 0 and first.max() <= 1
     assert all(m.max() in (0.0, 1.0) for m in first)
     np.testing.assert_array_equal(first, second)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())  # no gradients left behind
+
+
+def test_unknown_method_is_one_clear_error(classifier):
+    model, _ = classifier
+    with pytest.raises(ValueError, match="unknown explanation method 'gradcam'; choose one of occlusion, hirescam"):
+        heatmaps(model, torch.zeros(1, 3, 64, 64), [0], "gradcam")
 
 
 def _naive_rows(y, probs, classes, per_row):
@@ -267,7 +275,7 @@ def test_analyze_gallery_rows_follow_the_predictions(analyzed):
     assert [{k: v for k, v in c.items() if k != "probability"} for c in cases] == expected
     row_of = {r["path"]: i for i, r in enumerate(frame)}
     assert [c["probability"] for c in cases] == pytest.approx([probs[row_of[c["path"]]].max() for c in cases], abs=1e-6)
-    assert report["explanations"]["method"].startswith("HiResCAM")
+    assert report["explanations"]["method"].startswith("occlusion")  # the default analyze.explain_method
     figure = params.out / "plots" / "figures" / "sl_test_explanations.png"
     assert Image.open(figure).size[0] > 200
 

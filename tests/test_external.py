@@ -150,6 +150,12 @@ def test_label_map_params_errors(data, needle):
     assert needle in str(info.value)
 
 
+@pytest.mark.parametrize("task, why", [("segmentation", "mask values"), ("detection", "COCO file")])
+def test_label_maps_are_refused_where_classes_are_not_folders(task, why):
+    with pytest.raises(ParamsError, match=rf"data.label_maps: not available for {task} \(.*{why}"):
+        params_from_dict({"task": task, "data": {"sl_tests": ["ext"], "label_maps": {"ext": {"a": "b"}}}})
+
+
 def _subset_case() -> tuple[np.ndarray, np.ndarray]:
     """4 classes, class 3 absent from the truth but predicted (at least twice)."""
     rng = np.random.default_rng(3)

@@ -8,7 +8,7 @@ modern neural networks"). Temperature scaling never changes which class is predi
 
 Conventions: top-label ECE over ``bins`` equal-width confidence bins (the confidence is the largest
 probability), the multi-class Brier score (mean over images of the squared distance between the
-probability vector and the one-hot truth; 0 = perfect, 2 = worst). Both are computed from per-sample
+probability vector and the one-hot truth; 0 = perfect, 2 = worst) and the log loss. All are computed from per-sample
 multiplicities, so point values and bootstrap CIs (image or cluster resamples) come from the same code.
 """
 
@@ -68,7 +68,8 @@ def _bin_index(confidence: np.ndarray, bins: int) -> np.ndarray:
 
 
 def calibration_resamples(probs: np.ndarray, y_true: np.ndarray, weights: np.ndarray, bins: int) -> dict:
-    """ECE and Brier score for each row of per-sample multiplicities ``weights`` (B, n) -> arrays (B,)."""
+    """ECE, Brier score and negative log-likelihood for each row of per-sample multiplicities ``weights``
+    (B, n) -> arrays (B,)."""
     p = np.asarray(probs, dtype=np.float64)
     y = np.asarray(y_true, dtype=np.int64)
     w = np.asarray(weights, dtype=np.float64)
@@ -81,8 +82,9 @@ def calibration_resamples(probs: np.ndarray, y_true: np.ndarray, weights: np.nda
     truth = np.zeros_like(p)
     truth[np.arange(len(y)), y] = 1.0
     brier = ((p - truth) ** 2).sum(axis=1)
+    nll = -np.log(np.clip(p[np.arange(len(y)), y], _EPS, None))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return {"ece": np.abs(gap).sum(axis=1) / total, "brier": (w @ brier) / total}
+        return {"ece": np.abs(gap).sum(axis=1) / total, "brier": (w @ brier) / total, "nll": (w @ nll) / total}
 
 
 def reliability_points(probs: np.ndarray, y_true: np.ndarray, bins: int) -> list[dict[str, float]]:

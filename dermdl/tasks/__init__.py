@@ -27,8 +27,9 @@ if TYPE_CHECKING:  # records import numpy; declaring a task stays light
 
 #: Procedures of the shared core that a task may not support; each unsupported one carries the reason
 #: shown to the user. The single source of these names: params checks and the core read it.
-#: ``explain``: class-activation heatmaps (``dermdl predict --explain``, analyze's gallery).
-PROCEDURES = ("tta", "mixup", "oversample", "progressive_resizing", "channels_last", "explain")
+#: ``explain``: explanation heatmaps (``dermdl predict --explain``, analyze's gallery);
+#: ``label_maps``: a test set's folder names mapped to the model's classes (data.label_maps).
+PROCEDURES = ("tta", "mixup", "oversample", "progressive_resizing", "channels_last", "explain", "label_maps")
 
 
 @dataclass(frozen=True)
@@ -106,8 +107,9 @@ class Task(Protocol):
       without params.yaml (e.g. segmentation's mask value convention)
     - ``after_training(model, config, valid_records, params, model_dir)`` -> the config to save, once the
       weights are final (classification fits its temperature on the validation split here)
-    - ``explain(model, config, paths, predictions, out_dir)`` -> heatmap PNGs written for images (``dermdl predict
-      --explain``), one per image, for the class ``predictions`` chose; only where ``explain`` is supported
+    - ``explain(model, config, paths, predictions, out_dir, method)`` -> heatmap PNGs written for images (``dermdl
+      predict --explain``), one per image, for the class ``predictions`` chose, made with ``method``
+      (options.EXPLAIN_METHODS); only where ``explain`` is supported
     """
 
     name: str
@@ -157,7 +159,9 @@ def _config_as_trained(model: Any, config: Any, valid_records: list, params: Any
     return config
 
 
-def _no_explanations(model: Any, config: Any, paths: Any, predictions: Any, out_dir: Path) -> list[Path]:
+def _no_explanations(
+    model: Any, config: Any, paths: Any, predictions: Any, out_dir: Path, method: str = ""
+) -> list[Path]:
     raise NotImplementedError(
         "this task's plug-in has no explain hook: give it one, or declare 'explain' unsupported in its Capabilities"
     )

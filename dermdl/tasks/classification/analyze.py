@@ -47,7 +47,7 @@ def analyze(predictions_dir: Path, name: str, config: ModelConfig, all_params: A
     metrics["lesion_level"] = clinical.lesion_level(test, params)
     metrics["calibration"] = clinical.calibration(test, config, params, plots_dir)
     metrics["operating_points"] = clinical.operating_points(test, config, params, all_params.out / "model", plots_dir)
-    metrics["subgroups"] = subgroups_section(test, all_params, plots_dir)
+    metrics["subgroups"] = subgroups_section(test, all_params, plots_dir, metrics["operating_points"]["groups"])
     from dermdl.tasks.classification.explain import explanations  # lazy: torch and captum
 
     metrics["explanations"] = explanations(

@@ -53,8 +53,9 @@ def lesion_level(test: TestPredictions, params: Any) -> dict[str, Any] | None:
 
 
 def calibration(test: TestPredictions, config: ModelConfig, params: Any, plots_dir: Path) -> dict[str, Any]:
-    """ECE and Brier score with CIs of the network's softmax ("before") and of the temperature-scaled
-    probabilities ("after", when the model has a temperature), reliability data and diagram."""
+    """ECE, Brier score, log loss and macro AUC with CIs of the network's softmax ("before") and of the
+    temperature-scaled probabilities ("after", when the model has a temperature), reliability data and
+    diagram. The predicted class, so accuracy and balanced accuracy, never changes with the temperature."""
     applied = float(test.frame["temperature"].iloc[0]) if "temperature" in test.frame else 1.0
     fitted = config.extra.get("temperature")
     versions = {"before": rescale(test.probs, applied, 1.0)}
@@ -66,7 +67,11 @@ def calibration(test: TestPredictions, config: ModelConfig, params: Any, plots_d
     for label, probs in versions.items():
         point = calibration_resamples(probs, test.y_true, np.ones((1, len(test.y_true))), bins)
         boot = calibration_resamples(probs, test.y_true, weights, bins)
-        out[label] = {key: with_ci(point[key][0], boot[key], params.ci) for key in ("ece", "brier")}
+        out[label] = {key: with_ci(point[key][0], boot[key], params.ci) for key in ("ece", "brier", "nll")}
+        ranked = classification_metrics(
+            test.y_true, probs, test.classes, n_boot=params.n_boot, ci=params.ci, seed=params.seed, groups=test.groups
+        )
+        out[label]["macro_auc"] = ranked["macro"]["auc"]  # scaling can move one-vs-rest rankings a little
     shown = "after" if applied != 1.0 and "after" in versions else "before"
     out["reported"] = shown  # the probabilities the predictions CSV holds
     points = {label: reliability_points(probs, test.y_true, bins) for label, probs in versions.items()}

@@ -1,15 +1,20 @@
-"""Class-activation heatmaps for classification: where in the image the evidence for a class lies.
+"""Explanation heatmaps for classification: where in the image the evidence for the predicted class lies.
 
-Method: HiResCAM (Draelos & Carin, 2020), computed with captum's ``LayerGradientXActivation`` on the
-backbone's last feature map and summed over channels. Grad-CAM averages each channel's gradient over the
-whole map before weighting, so it can light up regions that did not raise the score; HiResCAM multiplies
-gradient and activation at every location, and for a pooling + linear head it equals the class score's
-own spatial decomposition (CAM). dermdl's fastai head (average + max pooling, a hidden layer) is not linear,
-so no CAM method is exact there; HiResCAM is the one whose map follows the score's local sensitivity.
-The map is for the predicted class (the one a reader is asked to trust), upsampled bilinearly to the
-model's input, clipped at zero (evidence for the class) and scaled to [0, 1] per image.
+Two methods (``analyze.explain_method``, ``dermdl predict --explain-method``), both from captum:
 
-Two users: ``dermdl predict --explain`` (:func:`explain`, the task's hook) and analyze's gallery
+- ``occlusion`` (default): grey out a window (1/8 of the input side, stride half a window) at every position
+  and record how much the predicted class's probability drops (Zeiler & Fergus 2014). Faithful by
+  construction — the map is what the model does without that region — at the price of ~225 forward passes
+  per image (about 2 s on a CPU at 128 px).
+- ``hirescam``: HiResCAM (Draelos & Carin, 2020), gradient x activation of the backbone's last feature map,
+  summed over channels; one backward pass. For a pooling + linear head it equals CAM exactly, but dermdl's
+  fastai head (average + max pooling, a hidden layer) is not linear, and with a 4 x 4 final map at 128 px
+  the map is coarse: on the HAM10000 default model, deleting image blocks in HiResCAM's order lowers the
+  class probability no faster than a random order, occlusion's order does (``bench/explanations.py``,
+  docs/results.md). Grad-CAM (channel-averaged gradients) scored worse still and is not offered.
+
+Maps are clipped at zero (evidence for the class), brought to the model's input size and scaled to [0, 1]
+per image. Users: ``dermdl predict --explain`` (:func:`explain`, the task's hook) and analyze's gallery
 (:func:`explanations`: the most confident errors, the least confident correct cases, one row per class).
 """
 
@@ -25,7 +30,10 @@ from PIL import Image
 
 from dermdl.models import ModelConfig
 
-METHOD = "HiResCAM (gradient x activation of the backbone's last feature map, summed over channels; captum)"
+METHODS = {
+    "occlusion": "occlusion (drop of the predicted class's probability when a window is greyed out; captum)",
+    "hirescam": "HiResCAM (gradient x activation of the backbone's last feature map, summed over channels; captum)",
+}
 ERRORS, UNSURE = "most confident errors", "least confident correct"
 BATCH = 16  # images per backward pass: a CPU gallery of ~40 tiles in a few passes
 
@@ -39,27 +47,59 @@ def feature_layer(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def heatmaps(
-    model: torch.nn.Module, batch: torch.Tensor, targets: Sequence[int], layer: torch.nn.Module | None = None
+    model: torch.nn.Module,
+    batch: torch.Tensor,
+    targets: Sequence[int],
+    method: str = "occlusion",
+    layer: torch.nn.Module | None = None,
 ) -> np.ndarray:
     """(n, H, W) float32 maps in [0, 1] for ``targets`` (class index per image) at the input's H x W."""
-    from captum.attr import LayerAttribution, LayerGradientXActivation  # lazy: captum imports slowly
-
-    layer = feature_layer(model) if layer is None else layer
+    if method not in METHODS:
+        raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(METHODS)}")
     model.eval()
     with torch.inference_mode(False), torch.enable_grad():
-        attribution = LayerGradientXActivation(model, layer).attribute(batch.clone(), target=[int(t) for t in targets])
+        if method == "occlusion":
+            maps = _occlusion(model, batch, targets)
+        else:
+            maps = _hirescam(model, batch, targets, feature_layer(model) if layer is None else layer)
+    maps = maps.clamp(min=0)
+    peak = maps.flatten(1).amax(dim=1).view(-1, 1, 1)
+    maps = torch.where(peak > 0, maps / peak.clamp(min=1e-12), torch.zeros_like(maps))
+    return maps.clamp(0, 1).cpu().numpy().astype(np.float32)
+
+
+def _occlusion(model: torch.nn.Module, batch: torch.Tensor, targets: Sequence[int]) -> torch.Tensor:
+    """Probability drop per pixel, averaged over the windows that cover it; baseline 0 = the normalised mean."""
+    from captum.attr import Occlusion  # lazy: captum imports slowly
+
+    side = max(2, min(batch.shape[-2:]) // 8)
+    stride = max(1, side // 2)
+    probabilities = torch.nn.Sequential(model, torch.nn.Softmax(dim=1))
+    attribution = Occlusion(probabilities).attribute(
+        batch.clone(),
+        target=[int(t) for t in targets],
+        sliding_window_shapes=(batch.shape[1], side, side),
+        strides=(batch.shape[1], stride, stride),
+        baselines=0.0,
+        perturbations_per_eval=64,
+    )
+    return attribution.detach().float().sum(dim=1) / batch.shape[1]
+
+
+def _hirescam(
+    model: torch.nn.Module, batch: torch.Tensor, targets: Sequence[int], layer: torch.nn.Module
+) -> torch.Tensor:
+    from captum.attr import LayerAttribution, LayerGradientXActivation  # lazy: captum imports slowly
+
+    attribution = LayerGradientXActivation(model, layer).attribute(batch.clone(), target=[int(t) for t in targets])
     if not isinstance(attribution, torch.Tensor) or attribution.dim() != 4:
         shape = tuple(attribution.shape) if isinstance(attribution, torch.Tensor) else type(attribution).__name__
         raise ValueError(
-            f"the backbone's output has shape {shape}, not a (n, channels, h, w) feature map: class-activation "
-            "heatmaps need a convolutional backbone (classification.model); for this one set analyze.explain: 0 "
-            "and leave out --explain"
+            f"the backbone's output has shape {shape}, not a (n, channels, h, w) feature map: HiResCAM needs a "
+            "convolutional backbone (classification.model); use analyze.explain_method: occlusion"
         )
     cam = attribution.detach().float().sum(dim=1, keepdim=True).clamp(min=0)
-    cam = LayerAttribution.interpolate(cam, tuple(batch.shape[-2:]), interpolate_mode="bilinear")[:, 0]
-    peak = cam.flatten(1).amax(dim=1).view(-1, 1, 1)
-    cam = torch.where(peak > 0, cam / peak.clamp(min=1e-12), torch.zeros_like(cam))
-    return cam.clamp(0, 1).cpu().numpy().astype(np.float32)
+    return LayerAttribution.interpolate(cam, tuple(batch.shape[-2:]), interpolate_mode="bilinear")[:, 0]
 
 
 def model_view(image: Image.Image, config: ModelConfig) -> tuple[torch.Tensor, np.ndarray]:
@@ -73,7 +113,7 @@ def model_view(image: Image.Image, config: ModelConfig) -> tuple[torch.Tensor, n
 
 
 def explained_views(
-    model: torch.nn.Module, config: ModelConfig, images: Sequence[Any], targets: Sequence[int]
+    model: torch.nn.Module, config: ModelConfig, images: Sequence[Any], targets: Sequence[int], method: str
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(display pixels, heatmap) per image (a file path or prepared pixels) for its target class."""
     from dermdl.prepare import open_source
@@ -85,7 +125,7 @@ def explained_views(
             model_view(open_source(item, config.color_constancy), config) for item in images[start : start + BATCH]
         ]
         batch = torch.stack([tensor for tensor, _ in views]).to(device)
-        maps = heatmaps(model, batch, targets[start : start + BATCH])
+        maps = heatmaps(model, batch, targets[start : start + BATCH], method)
         out += [(pixels, heat) for (_, pixels), heat in zip(views, maps)]
     return out
 
@@ -105,7 +145,12 @@ def unique_names(paths: Sequence[Path]) -> list[str]:
 
 
 def explain(
-    model: torch.nn.Module, config: ModelConfig, paths: Sequence[Path], predictions: np.ndarray, out_dir: Path
+    model: torch.nn.Module,
+    config: ModelConfig,
+    paths: Sequence[Path],
+    predictions: np.ndarray,
+    out_dir: Path,
+    method: str = "occlusion",
 ) -> list[Path]:
     """The task's hook for ``dermdl predict --explain``: one PNG per image (image | heatmap overlay) for its
     predicted class, named after the image, in ``out_dir``."""
@@ -114,7 +159,7 @@ def explain(
 
     targets = [int(i) for i in np.asarray(predictions).argmax(axis=1)]
     written = []
-    for name, (pixels, heat) in zip(unique_names(paths), explained_views(model, config, paths, targets)):
+    for name, (pixels, heat) in zip(unique_names(paths), explained_views(model, config, paths, targets, method)):
         gap = np.full((pixels.shape[0], 2, 3), 255, dtype=np.uint8)
         panel = np.concatenate([pixels, gap, overlay(pixels, heat)], axis=1)
         with atomic_file(out_dir / name) as tmp:
@@ -195,15 +240,16 @@ def explanations(
     if chosen:
         model, config = load_model(out / "model")
         images = PreparedImages(_prepared(all_params, name, [paths[i] for i in chosen]))
-        views = explained_views(model, config, images, [int(probs[i].argmax()) for i in chosen])
+        method = all_params.analyze.explain_method
+        views = explained_views(model, config, images, [int(probs[i].argmax()) for i in chosen], method)
         tiles = dict(zip(chosen, views))
         grid = [
             (label, [(tiles[i], cases_caption(classes, y_true, probs, i)) for i in indices]) for label, indices in rows
         ]
         plot_explanations(
-            grid, figures / f"{name}_explanations.png", f"{name}: {METHOD.split(' (')[0]}, predicted class"
+            grid, figures / f"{name}_explanations.png", f"{name}: {METHODS[method].split(' (')[0]}, predicted class"
         )
-    return {"method": METHOD, "cases": cases}
+    return {"method": METHODS[all_params.analyze.explain_method], "cases": cases}
 
 
 def cases_caption(classes: Sequence[str], y_true: np.ndarray, probs: np.ndarray, index: int) -> str:

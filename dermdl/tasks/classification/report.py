@@ -20,7 +20,7 @@ def _lesion_block(section: dict[str, Any]) -> list[str]:
 
 
 def _calibration_block(section: dict[str, Any]) -> list[str]:
-    lines = [f"Calibration (top-label ECE over {section['bins']} bins; Brier score, 0 = perfect):"]
+    lines = [f"Calibration (top-label ECE over {section['bins']} bins; Brier score and log loss, 0 = perfect):"]
     labels = {
         "before": "network softmax",
         "after": f"temperature {section['temperature'] or 1:.3f} (fitted on validation)",
@@ -31,7 +31,8 @@ def _calibration_block(section: dict[str, Any]) -> list[str]:
             values = section[key]
             lines.append(
                 f"  {labels[key]:<40} ECE {format_value(values['ece'], 3)}, "
-                f"Brier {format_value(values['brier'], 3)}{mark}"
+                f"Brier {format_value(values['brier'], 3)}, log loss {format_value(values['nll'], 3)}, "
+                f"macro AUC {format_value(values['macro_auc'], 3)}{mark}"
             )
     if "after" not in section:
         lines.append("  no temperature: the model kept no validation split (train.full_data) to fit one on")

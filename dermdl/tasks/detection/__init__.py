@@ -26,6 +26,7 @@ TASK = TaskPlugin(
             "tta": "flipped boxes would need merging",
             "channels_last": "torchvision detectors take lists of differently sized images",
             "explain": "the predicted boxes (their overlays) are the explanation",
+            "label_maps": "categories are named in each COCO file; rename them there",
         }
     ),
     scan=_part("layout", "scan"),

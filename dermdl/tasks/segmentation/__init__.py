@@ -18,6 +18,7 @@ TASK = TaskPlugin(
         unsupported={
             "oversample": "its images have no class to balance",
             "explain": "the predicted mask (its overlay) is the explanation",
+            "label_maps": "classes are mask values (segmentation.mask_values), not folders",
         }
     ),
     scan=_part("layout", "scan"),
