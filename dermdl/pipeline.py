@@ -7,7 +7,7 @@ Output layout under ``params.out_dir`` (default ``outputs/``)::
     model/model.pt, model.json      weights-only model + rebuild config; params.json, train.json (train)
     dvclive/, tensorboard/          training curves (train)
     predictions/<test>.*            per test set: CSV (classification), masks (segmentation), COCO JSON (detection)
-    metrics.json, report.json       point metrics (DVC metrics) and metrics with 95% CIs (analyze)
+    metrics.json, report.json       headline point metrics (DVC metrics) and every metric with 95% CIs (analyze)
     plots/                          DVC plot data and PNG figures per test set (analyze)
 """
 
@@ -21,12 +21,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
-from dermdl.bootstrap import point_values
 from dermdl.errors import StageError
+from dermdl.headline import headline_metrics
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.layout.report import Report
 from dermdl.params import Params
+from dermdl.plot_folders import keep_plot_folders
 from dermdl.records import Record
+from dermdl.report import write_report
 from dermdl.tasks import get_task
 
 MANIFEST = "manifest.json"
@@ -363,7 +365,9 @@ def train(params: Params) -> dict[str, Any]:
     }
     atomic_write_json(model_dir / "train.json", summary | {"processes": distributed.world_size()})
     distributed.shutdown()
-    print("train: " + ", ".join(f"{k} {v}" for k, v in summary.items() if k != "phases"))
+    from dermdl.console import train_summary
+
+    print(train_summary(summary))  # plain words; every number is in model/train.json
     return summary | ({"cv": cv} if cv else {})
 
 
@@ -409,9 +413,10 @@ def analyze(params: Params) -> dict[str, Any]:
         for name in params.data.sl_tests:
             full[name] = task.analyze(params.out / "predictions", name, config, params, plots_dir)
             tables.append(task.table(full[name], f"Test set {name} (n={full[name]['n']}, {params.analyze.ci:.0%} CI)"))
+        keep_plot_folders(plots_dir)  # dvc.yaml declares every task's folders; no "failed to load" warning
     atomic_write_json(params.out / "report.json", full)
-    atomic_write_json(params.out / "metrics.json", point_values(full))
+    atomic_write_json(params.out / "metrics.json", headline_metrics(task, full))  # headline point values only
     text = "\n\n".join(tables) + "\n"
     atomic_write_text(params.out / "summary.txt", text)
-    print(text)
+    print(text + f"analyze: report -> {write_report(params.out, params.to_dict())} (one offline page)")
     return full

@@ -11,8 +11,11 @@ import argparse
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 MIN_SIDE = 32  # pixels: below this a prediction says little (the model saw 100+ px images)
 
@@ -56,10 +59,31 @@ def _check_explain(args: argparse.Namespace) -> None:
         raise ValueError(f"--explain: not available for {task.name} models: {task.capabilities.why_not('explain')}")
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    """``dermdl predict``: a model folder on image files or folders; CSV (plus task files) or stdout."""
-    from dermdl.images import is_ignored, is_image_file
+def _predictor(args: argparse.Namespace) -> tuple[Callable[..., Any], Any, Any]:
+    """(predict(config, paths, bs, tta), config, PyTorch model or None): an exported ``.onnx`` file runs
+    with ONNX Runtime and imports no torch, fastai or timm (a deployment needs neither); a model folder
+    runs with PyTorch."""
+    from dermdl.export.runtime import load_onnx, onnx_file
+    from dermdl.tasks import get_task
+
+    exported = onnx_file(args.model)
+    if exported is not None:
+        if getattr(args, "explain", False):
+            raise ValueError("--explain needs the PyTorch model folder (model.pt + model.json), not an ONNX file")
+        onnx = load_onnx(exported)
+        return partial(get_task(onnx.config.task).onnx_predict, onnx), onnx.config, None
+    if getattr(args, "explain", False):
+        _check_explain(args)
     from dermdl.models import load_model
+
+    model, config = load_model(args.model)
+    return partial(get_task(config.task).predict, model), config, model
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """``dermdl predict``: a model folder or exported file on image files or folders; CSV (plus task
+    files) or stdout."""
+    from dermdl.images import is_ignored, is_image_file
     from dermdl.params import resolved_tta
     from dermdl.tasks import get_task
 
@@ -75,9 +99,7 @@ def run_predict(args: argparse.Namespace) -> int:
     if not paths:
         raise ValueError(f"no images found in {', '.join(args.inputs)}")
     explain = getattr(args, "explain", False)
-    if explain:
-        _check_explain(args)
-    model, config = load_model(args.model)
+    predict, config, model = _predictor(args)
     if getattr(args, "no_calibrate", False):  # models without a temperature are unaffected either way
         config = replace(config, extra={**config.extra, "calibrate": False})
     task = get_task(config.task)
@@ -92,7 +114,7 @@ def run_predict(args: argparse.Namespace) -> int:
             f"some images could not be read ({len(unreadable)} of {len(paths) + len(unreadable)}, listed above); "
             "--strict: nothing was predicted"
         )
-    probs = task.predict(model, config, paths, args.bs, resolved_tta(args.tta, config.task))
+    probs = predict(config, paths, args.bs, resolved_tta(args.tta, config.task))
     records = [{"source": str(p)} for p in paths]
     if args.out:
         out = Path(args.out)

@@ -21,6 +21,7 @@ import torch
 from dermdl.callbacks import (
     Checkpointer,
     EpochLogger,
+    EpochTable,
     Monitor,
     PhaseTimer,
     Plateau,
@@ -30,6 +31,7 @@ from dermdl.callbacks import (
     precision,
 )
 from dermdl.checkpoint import Checkpoints, EpochState, RoundState, fingerprint
+from dermdl.console import live_bars, phase_start, phase_title
 from dermdl.distributed import DataParallel, alone, is_main, no_gather, shard_train_loader, unwrap, world_size
 from dermdl.models import ModelConfig
 from dermdl.optimizers import opt_func
@@ -68,8 +70,11 @@ def scaled(params: Params, factor: float) -> Params:
 class Session:
     """What every learner of one training run shares: the logs, the step counter, timing, the config."""
 
-    def __init__(self, task: Task, params: Params, classes: list[str], out: Path, checkpoints: Checkpoints):
+    def __init__(
+        self, task: Task, params: Params, classes: list[str], out: Path, checkpoints: Checkpoints, context: str = ""
+    ):
         self.task, self.params, self.classes, self.out = task, params, list(classes), out
+        self.context = context  # printed before each phase's name, e.g. "fold 2/5"
         train = params.train
         self.config = ModelConfig(
             task=task.name,
@@ -126,7 +131,8 @@ class Session:
         self, train_records: list[Record], valid_records: list[Record], loss_records: list[Record] | None = None
     ):
         """A fresh learner (pretrained body, new head) on these records; ``loss_records`` set class weights."""
-        import fastai.callback.all  # noqa: F401  patches Learner (fit_one_cycle, lr_find, to_fp16), epoch table
+        import fastai.callback.all  # noqa: F401  patches Learner (fit_one_cycle, lr_find, to_fp16)
+        from fastai.callback.progress import ProgressCallback
         from fastai.learner import Learner
 
         model, norm = self.task.build_model(self.config, self.params.train.pretrained)
@@ -152,6 +158,7 @@ class Session:
             cbs=cbs,
             path=self.out,
         )
+        learn.remove_cb(ProgressCallback)  # EpochTable prints each phase's epochs (and bars on a terminal)
         learn.dermdl_norm = norm
         self._accelerate(learn)
         return learn
@@ -359,13 +366,11 @@ class Session:
             load_optimizer_state(learn.opt, resume.opt)
             self.epochs_done = int(resume.epochs_done)
         timer = PhaseTimer()
-        cbs = self._callbacks(phase.name, valid_records, skip) + [timer]
+        table = EpochTable(phase_title(phase.name, self.context), skip, live_bars(), is_main())
+        cbs = self._callbacks(phase.name, valid_records, skip) + [timer, table]
         plan = fit_plan(self.params.train, phase, self.lr)
         if is_main():
-            print(
-                f"train: phase {phase.name} - epochs {skip + 1}-{phase.epochs} of {phase.epochs}, {plan.description}",
-                flush=True,
-            )
+            print(phase_start(self.context, phase, skip, plan.description), flush=True)
         getattr(learn, plan.method)(phase.epochs, plan.lrs, cbs=cbs, start_epoch=skip, **plan.options)
         self.phases.append(timer.summary(phase.name))
         if skip:
@@ -408,18 +413,19 @@ def fit(
     out: Path,
     weak_records: list[Record] | None = None,
     evaluate: Callable[[Any, ModelConfig, int], dict] | None = None,
+    context: str = "",
 ) -> FitResult:
     """Train a model for ``task``; logs go to ``out/dvclive`` and ``out/tensorboard``.
 
     ``evaluate(model, config, round)`` scores a self-training round on the test sets. A checkpoint
     in ``out/checkpoint`` is written after every epoch (and self-training round) and a matching one
-    is resumed from.
+    is resumed from. ``context`` (e.g. ``fold 2/5``) prefixes the phase names on the console.
     """
     from dermdl.weak_labels import train_with_weak_labels
 
     seed_everything(params)
     checkpoints = Checkpoints(out, fingerprint(params.to_dict(), train_records, valid_records))
-    session = Session(task, params, classes, out, checkpoints)
+    session = Session(task, params, classes, out, checkpoints, context)
     try:
         learn, rounds = train_with_weak_labels(session, train_records, valid_records, weak_records or [], evaluate)
     finally:

@@ -5,6 +5,7 @@ Slow by nature (it trains a small model); it is the test that proves the README'
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # one worker runs the whole module, so the expensive `dvc repro` fixture runs once under xdist
+# The experiment table as README documents it: changed params and the test sets' headline metrics.
+EXP_SHOW = ["dvc", "exp", "show", "--no-pager", "--only-changed", "--keep", r"sl_test\.", "--drop"]
+EXP_SHOW += [r"Created|step|train\.loss|valid\.|dermdl|.*/"]
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("e2e")]
 
 
@@ -82,8 +86,14 @@ def test_repro_writes_every_output(project):
     assert list((out / "tensorboard").rglob("events.out.tfevents*")), "no TensorBoard event file"
     assert list((out / "plots" / "roc").glob("sl_test--*.json"))
     assert "Accuracy" in result.stdout and "F1 melanoma" in result.stdout
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert 0.0 <= metrics["sl_test"]["overall"]["accuracy"] <= 1.0
+    metrics, report = (json.loads((out / name).read_text())["sl_test"] for name in ("metrics.json", "report.json"))
+    assert metrics == {  # the headline point values only; CIs and the rest stay in report.json
+        "balanced_accuracy": report["overall"]["balanced_accuracy"]["value"],
+        "macro_auc": report["macro"]["auc"]["value"],
+        "accuracy": report["overall"]["accuracy"]["value"],
+        "ece": report["calibration"][report["calibration"]["reported"]]["ece"]["value"],
+    }
+    assert 0.0 <= metrics["accuracy"] <= 1.0
     # the source demo data was never written to by later stages: prepared copies live under outputs/
     assert not list((repo / "data" / "demo").rglob("manifest.json"))
 
@@ -104,8 +114,18 @@ def test_dvc_metrics_plots_and_experiments(project):
     repo, env, _ = project
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo, env).stdout)
     assert "outputs/metrics.json" in json.dumps(shown)
-    _run(["dvc", "plots", "show", "-o", "plots_html"], repo, env)
-    assert (repo / "plots_html" / "index.html").is_file()
+    listed = _run(["dvc", "metrics", "show"], repo, env).stdout.split("\n")[0].split()
+    assert "sl_test.balanced_accuracy" in listed and "valid.loss" in listed
+    assert not [c for c in listed if c.split(".")[-1] in ("ci", "n_boot", "seed", "lr", "frozen", "lo", "hi")]
+    plots = _run(["dvc", "plots", "show", "-o", "plots_html"], repo, env)
+    page = (repo / "plots_html" / "index.html").read_text(encoding="utf-8")
+    # every declared plot folder loads (analyze keeps the ones classification does not write: pr, subgroups)
+    assert "failed to load" not in plots.stdout + plots.stderr, plots.stderr
+    assert (repo / "outputs" / "plots" / "pr" / ".keep").is_file()
+    # Vega is inlined from .dvc/plots/page.html: no script from a CDN, images from the page's static/ folder
+    assert "<script src" not in page and "cdn.jsdelivr" not in page
+    assert all(not src.startswith(("http:", "https:")) for src in re.findall(r'src="([^"]*)"', page))
+    assert page.count("vegaEmbed('#outputs_plots_roc_") == 3  # one ROC per demo class
     again = _run(["dvc", "repro"], repo, env)
     assert "up to date" in again.stdout.lower()
     _run(["git", "add", "-A"], repo, env)
@@ -118,8 +138,27 @@ def test_dvc_metrics_plots_and_experiments(project):
     named = [r for r in runs if r.get("name") == "seed1"]
     assert named, text[:2000]
     metrics = named[0]["data"]["metrics"]["outputs/metrics.json"]["data"]
-    assert 0.0 <= metrics["sl_test"]["overall"]["accuracy"] <= 1.0
+    assert 0.0 <= metrics["sl_test"]["accuracy"] <= 1.0
     assert named[0]["data"]["params"]["params.yaml"]["data"]["analyze"]["seed"] == 1
+    # the README's command: on a 120-column terminal the changed param and every headline metric show
+    table = _run(EXP_SHOW, repo, dict(env, COLUMNS="120")).stdout
+    assert "…" not in table and "analyze.seed" in table and "seed1" in table, table
+    for name in ("balanced_accuracy", "macro_auc", "accuracy", "ece"):
+        assert f"sl_test.{name}" in table, table
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is not installed (Debian: apt-get install chromium)")
+def test_dvc_plots_page_draws_every_plot_offline_in_chromium(project):
+    repo, env, _ = project
+    _run(["dvc", "plots", "show", "-o", "plots_offline"], repo, env)
+    page = repo / "plots_offline" / "index.html"
+    dom = _run(
+        ["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--host-resolver-rules=MAP * ~NOTFOUND",
+         "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+        repo, env,
+    ).stdout  # fmt: skip
+    embedded = page.read_text(encoding="utf-8").count("vegaEmbed('#")
+    assert embedded >= 5 and dom.count("<canvas") == embedded  # every Vega plot drawn, no host reachable
 
 
 def test_killed_train_stage_resumes_on_next_repro(project):
@@ -182,7 +221,7 @@ def test_exp_run_starts_torchrun_when_params_ask(project):
     assert "train: launching 2 processes" in result.stdout
     assert json.loads((repo / "outputs" / "model" / "train.json").read_text())["processes"] == 2
     metrics = json.loads((repo / "outputs" / "metrics.json").read_text())
-    assert 0.0 <= metrics["sl_test"]["overall"]["accuracy"] <= 1.0
+    assert 0.0 <= metrics["sl_test"]["accuracy"] <= 1.0
     rows = json.loads(_run(["dvc", "exp", "show", "--json"], repo, env).stdout)
     named = [
         rev

@@ -92,10 +92,11 @@ def test_every_stage_writes_its_outputs(run):
     assert "foreground_dice" in json.loads((out / "dvclive/metrics.json").read_text())["valid"]
     report = json.loads((out / "report.json").read_text())["sl_test"]
     assert report["n"] == 10 and set(report["per_class"]["lesion"]) >= {"dice", "iou", "thresholded_jaccard", "auc"}
-    assert (
-        json.loads((out / "metrics.json").read_text())["sl_test"]["per_class"]["lesion"]["dice"]
-        == report["per_class"]["lesion"]["dice"]["value"]
-    )
+    assert json.loads((out / "metrics.json").read_text())["sl_test"] == {
+        "dice_foreground": report["overall"]["dice_foreground"]["value"],
+        "iou_foreground": report["overall"]["iou_foreground"]["value"],
+        "hd95": report["boundary"]["lesion"]["hd95"]["value"],
+    }
     assert len(json.loads((out / "plots/confusion/sl_test.json").read_text())) == 1000
     assert "Dice lesion:" in (out / "summary.txt").read_text()
     # clinical sections: boundary distances, pixel calibration, resampling unit (no groups known: images)

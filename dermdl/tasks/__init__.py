@@ -28,8 +28,18 @@ if TYPE_CHECKING:  # records import numpy; declaring a task stays light
 #: Procedures of the shared core that a task may not support; each unsupported one carries the reason
 #: shown to the user. The single source of these names: params checks and the core read it.
 #: ``explain``: explanation heatmaps (``dermdl predict --explain``, analyze's gallery);
-#: ``label_maps``: a test set's folder names mapped to the model's classes (data.label_maps).
-PROCEDURES = ("tta", "mixup", "oversample", "progressive_resizing", "channels_last", "explain", "label_maps")
+#: ``label_maps``: a test set's folder names mapped to the model's classes (data.label_maps);
+#: ``onnx_export``: ``dermdl export --format onnx`` and predicting with the exported file.
+PROCEDURES = (
+    "tta",
+    "mixup",
+    "oversample",
+    "progressive_resizing",
+    "channels_last",
+    "explain",
+    "label_maps",
+    "onnx_export",
+)
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,9 @@ class Task(Protocol):
     - ``write_predictions(records, predictions, config, out_dir, name)`` -> path written
     - ``analyze(predictions_dir, name, config, params, plots_dir)`` -> metrics dict (CIs as value/lo/hi)
     - ``table(metrics, title)`` -> the readable summary printed at the end of a run
+    - ``headline(metrics)`` -> the few point values of one test set's metrics that go into ``metrics.json``
+      (``dvc exp show`` columns): numbers or None, optionally grouped; CIs stay in report.json
+      (:mod:`dermdl.headline`). Default: the point values of the ``overall`` section
     - ``splitter(model)`` / ``callbacks(params)`` -> fastai parameter groups / extra training callbacks
     - ``config_extra(params)`` -> JSON-able entries for ``ModelConfig.extra`` that predict/infer need
       without params.yaml (e.g. segmentation's mask value convention)
@@ -110,6 +123,11 @@ class Task(Protocol):
     - ``explain(model, config, paths, predictions, out_dir, method)`` -> heatmap PNGs written for images (``dermdl
       predict --explain``), one per image, for the class ``predictions`` chose, made with ``method``
       (options.EXPLAIN_METHODS); only where ``explain`` is supported
+    - ``onnx_graph(model, config)`` -> :class:`dermdl.export.graph.OnnxGraph`: the torch module to trace for
+      ``dermdl export --format onnx`` (input ``image``), its outputs and metadata
+    - ``onnx_predict(onnx_model, config, paths, bs, tta)`` -> the same predictions as ``predict``, from an
+      exported file (:class:`dermdl.export.runtime.OnnxModel`) with ONNX Runtime and numpy, no torch; the
+      two only where ``onnx_export`` is supported
     """
 
     name: str
@@ -129,11 +147,14 @@ class Task(Protocol):
     write_predictions: Callable[..., Path]
     analyze: Callable[..., dict]
     table: Callable[[dict, str], str]
+    headline: Callable[[dict], dict]
     splitter: Callable[[Any], list]
     callbacks: Callable[[Any], list]
     config_extra: Callable[[Any], dict]
     after_training: Callable[..., Any]
     explain: Callable[..., list[Path]]
+    onnx_graph: Callable[..., Any]
+    onnx_predict: Callable[..., Any]
 
 
 def _no_callbacks(params: Any) -> list:
@@ -167,6 +188,20 @@ def _no_explanations(
     )
 
 
+def overall_headline(metrics: dict) -> dict:
+    """A plug-in's default headline: the numbers of its ``overall`` section, CIs stripped."""
+    from dermdl.headline import value
+
+    return {name: value(entry) for name, entry in (metrics.get("overall") or {}).items()}
+
+
+def _no_onnx(*args: Any, **kwargs: Any) -> Any:
+    raise NotImplementedError(
+        "this task's plug-in has no onnx_graph/onnx_predict hooks: give it them, or declare 'onnx_export' "
+        "unsupported in its Capabilities"
+    )
+
+
 def concat_lists(parts: list[Any]) -> list[Any]:
     return [item for part in parts for item in part]
 
@@ -197,6 +232,9 @@ class TaskPlugin:
     config_extra: Callable[[Any], dict] = _no_settings
     after_training: Callable[..., Any] = _config_as_trained
     explain: Callable[..., list[Path]] = _no_explanations
+    onnx_graph: Callable[..., Any] = _no_onnx
+    onnx_predict: Callable[..., Any] = _no_onnx
+    headline: Callable[[dict], dict] = overall_headline
 
 
 _REGISTERED: dict[str, Task] = {}

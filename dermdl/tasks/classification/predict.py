@@ -1,6 +1,7 @@
-"""Classification inference: class probabilities for new images, pseudo-labels and the predictions CSV.
+"""Classification inference: class probabilities for new images and pseudo-labels (the predictions CSV is
+written by :mod:`.writer`, which needs no torch, so ONNX Runtime predictions share it).
 
-Why together: the three share one contract (an (n, k) probability array in the model's class order),
+Why together: both share one contract (an (n, k) probability array in the model's class order),
 and infer, self-training and analyze all read what these functions produce.
 """
 
@@ -11,30 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
 from dermdl.arrays import PreparedImages
-from dermdl.evaluation.calibration import TEMPERATURE_BOUNDS, apply_temperature
+from dermdl.evaluation.calibration import apply_temperature
 from dermdl.inference import softmax_tta, to_input_tensor
-from dermdl.io import atomic_write_text
 from dermdl.models import ModelConfig
 from dermdl.prepare import open_source
 from dermdl.records import Record
-
-
-def applied_temperature(config: ModelConfig) -> float:
-    """The temperature predict applies: the fitted one, unless calibration is switched off."""
-    if not config.extra.get("calibrate", True):
-        return 1.0
-    value = config.extra.get("temperature", 1.0)
-    lo, hi = TEMPERATURE_BOUNDS
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
-        raise ValueError(
-            f"model.json: extra.temperature is {value!r}, expected a number in [{lo}, {hi}]; copy the model "
-            "folder again or retrain (or predict with --no-calibrate)"
-        )
-    return float(value)
+from dermdl.tasks.classification.writer import applied_temperature, write_predictions  # noqa: F401  (re-exported)
 
 
 @torch.inference_mode()
@@ -64,27 +50,6 @@ def pseudo_label(
     probs = predict(model, config, PreparedImages(records), params.infer.bs, params.training_tta)
     labels = [config.classes[i] for i in probs.argmax(axis=1)] if len(probs) else []
     return [{**r, "target": label, "stratum": label} for r, label in zip(records, labels)]
-
-
-def write_predictions(
-    records: Sequence[Record], probs: np.ndarray, config: ModelConfig, out_dir: Path, name: str
-) -> Path:
-    """CSV: path, true label (empty for new images), predicted label, one probability column per class, and
-    the temperature the probabilities were scaled with (1 = the network's softmax), so analyze can report
-    calibration before and after."""
-    frame = pd.DataFrame(
-        {
-            "path": [r["source"] for r in records],
-            "true_label": [r.get("target") or "" for r in records],
-            # the image's own class folder: differs from true_label where data.label_maps renamed it
-            "folder": [Path(r["source"]).parent.name if r.get("target") else "" for r in records],
-            "predicted_label": [config.classes[i] for i in probs.argmax(axis=1)] if len(probs) else [],
-        }
-    )
-    for index, cls in enumerate(config.classes):
-        frame[f"prob_{cls}"] = probs[:, index] if len(probs) else []
-    frame["temperature"] = applied_temperature(config)
-    return atomic_write_text(out_dir / f"{name}.csv", frame.to_csv(index=False, float_format="%.6f"))
 
 
 def concat_predictions(parts: list[np.ndarray]) -> np.ndarray:

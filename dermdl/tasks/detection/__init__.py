@@ -38,10 +38,13 @@ TASK = TaskPlugin(
     predict=_part("predict", "predict"),
     concat_predictions=_part("predict", "concat_predictions"),
     pseudo_label=_part("predict", "pseudo_label"),
-    write_predictions=_part("predict", "write_predictions"),
+    write_predictions=_part("writer", "write_predictions"),  # no torch: the ONNX predict path writes with it
     analyze=_part("analyze", "analyze"),
     table=_part("metrics", "format_table"),
+    headline=_part("headline", "headline"),
     splitter=_part("model", "splitter"),
     callbacks=_part("losses", "callbacks"),
+    onnx_graph=_part("export", "onnx_graph"),
+    onnx_predict=_part("onnx_predict", "predict"),
     config_extra=_part("model", "config_extra"),
 )

@@ -12,14 +12,16 @@ import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from dermdl.arrays import PIXELS
 from dermdl.prepare import Geometry, geometry, prepare_image, resize
 from dermdl.records import Record
+
+if TYPE_CHECKING:  # torch only for training/PyTorch inference: the ONNX predict path maps boxes with this module
+    import torch
 
 
 def box_to_prepared(bbox: list[float], geo: Geometry) -> list[float] | None:
@@ -124,6 +126,8 @@ def record_geometry(record: Record) -> Geometry | None:
 
 def to_tensor(image: Any) -> torch.Tensor:
     """PIL/uint8 HWC -> float CHW in [0, 1] (the detector normalises internally)."""
+    import torch
+
     return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div_(255.0)
 
 

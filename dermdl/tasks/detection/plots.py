@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFont
 
@@ -156,6 +155,7 @@ def plot_pr_curves(curves: dict[str, list[dict]], path: str | os.PathLike, title
 
 def _gallery_cases(gt: dict, results: list[dict], threshold: float) -> list[dict]:
     """Images with the most mistakes at IoU 0.5 (missed objects + wrong boxes above threshold) first."""
+    import torch  # lazy: predict's overlays (this module too) run without torch on the ONNX path
     from torchvision.ops import box_iou
 
     names = {c["id"]: c["name"] for c in gt["categories"]}

@@ -30,9 +30,12 @@ TASK = TaskPlugin(
     loss_and_metrics=_part("losses", "loss_and_metrics"),
     predict=_part("predict", "predict"),
     pseudo_label=_part("predict", "pseudo_label"),
-    write_predictions=_part("predict", "write_predictions"),
+    write_predictions=_part("writer", "write_predictions"),  # no torch: the ONNX predict path writes with it
     analyze=_part("analyze", "analyze"),
     table=_part("metrics", "format_table"),
+    headline=_part("headline", "headline"),
     splitter=_part("model", "splitter"),
+    onnx_graph=_part("export", "onnx_graph"),
+    onnx_predict=_part("onnx_predict", "predict"),
     config_extra=_part("data", "config_extra"),
 )

@@ -27,7 +27,7 @@ from PIL import Image
 
 from dermdl.arrays import PIXELS, prepared_root
 from dermdl.images import open_mask, write_png
-from dermdl.models import ModelConfig
+from dermdl.model_config import ModelConfig
 from dermdl.prepare import PNG_LEVEL, Geometry, geometry, prepare_image, resize
 from dermdl.records import Record
 from dermdl.tasks.segmentation.layout import IMAGES, MASKS
