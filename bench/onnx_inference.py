@@ -63,7 +63,7 @@ def measure(task: str, root: Path, size: int, n_images: int, threads: int, bs: i
     dermdl(["export", "--model", str(root / task)])
     paths = sorted((root / "demo" / IMAGES[task]).rglob("*.png"))[:n_images]
     plugin = get_task(task)
-    onnx = load_onnx(root / task / "model.onnx", threads=threads)
+    onnx = load_onnx(root / f"{task}.onnx", threads=threads)  # dermdl export writes it beside the folder
     torch_rate = _rate(lambda: plugin.predict(model, config, paths, bs), len(paths), repeats)
     onnx_rate = _rate(lambda: plugin.onnx_predict(onnx, config, paths, bs), len(paths), repeats)
     return {"task": task, "images": len(paths), "pytorch": torch_rate, "onnxruntime": onnx_rate}

@@ -292,3 +292,16 @@ def test_subgroups_report_each_class_groups_operating_point(tmp_path):
         assert row["bad_sensitivity"]["value"] == pytest.approx((referred & positive).sum() / positive.sum())
         assert row["bad_specificity"]["value"] == pytest.approx((~referred & ~positive).sum() / (~positive).sum())
         assert not any(key.startswith("none_") for key in row)
+
+
+@pytest.mark.parametrize("temperature, warned", [(0.05, True), (0.9, False), (1.7, False), (19.9, True), (20.0, True)])
+def test_a_temperature_at_its_bound_is_reported(temperature, warned):
+    from dermdl.tasks.classification.calibrate import temperature_warning
+
+    assert (temperature_warning(temperature) is not None) == warned
+
+
+def test_a_chance_level_model_drives_the_fit_to_the_bound():
+    """Confident and right half of the time: the NLL falls all the way to the uniform distribution."""
+    probs = np.tile([[0.9933, 0.0067]], (6, 1))
+    assert fit_temperature(probs, np.array([0, 1] * 3)) == pytest.approx(20.0, rel=0.01)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from dermdl.evaluation.calibration import (
+    TEMPERATURE_BOUNDS,
     apply_temperature,
     fit_temperature,
     negative_log_likelihood,
@@ -24,6 +25,19 @@ from dermdl.models import ModelConfig
 from dermdl.records import Record
 
 VALIDATION_CSV = "validation.csv"
+
+
+def temperature_warning(temperature: float) -> str | None:
+    """Why a fitted temperature must not be trusted, or None: an optimum at the edge of the search range
+    means the validation split cannot calibrate this model."""
+    lo, hi = TEMPERATURE_BOUNDS
+    if lo * 1.01 < temperature < hi * 0.99:
+        return None
+    return (
+        f"the temperature reached its bound ({lo:g}..{hi:g}): on the validation split the model is barely better "
+        "than chance (or perfectly separated), so the calibrated probabilities are not meaningful; train longer "
+        "or on more data, or set infer.calibrate: false"
+    )
 
 
 def after_training(
@@ -56,4 +70,7 @@ def after_training(
     )
     write_predictions(valid_records, apply_temperature(probs, temperature), calibrated, model_dir, "validation")
     print(f"train: temperature {temperature:.3f} fitted on {len(valid_records)} validation images ({params.tta} views)")
+    warning = temperature_warning(temperature)
+    if warning:
+        print(f"train: warning: {warning}")
     return calibrated
