@@ -4,7 +4,9 @@ The preprocess stage writes ``<prepared>/<dataset>/arrays/images.npy`` (n, size,
 resized images themselves (no per-image PNG copies since prepared format 3) and, for tasks with
 spatial targets, ``targets.npy`` (n, size, size) of class ids. Manifest record ``row`` is the
 record's index in both. Training memory-maps them (``np.load(mmap_mode="r")``): pages are shared
-between DDP ranks and the OS page cache, and a dataset larger than RAM still works. Inference on
+between DDP ranks and the OS page cache, and a dataset larger than RAM still works (an encrypted
+run, ``data.encrypted``, writes each array as a Fernet token and decrypts it into RAM instead:
+dermdl.crypto.outputs). Inference on
 prepared test sets reads the same rows (:class:`PreparedImages`).
 
 Why: on a 2-core machine PNG decoding and per-image warps in the training process cost about half
@@ -19,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 
+from dermdl import crypto
+from dermdl.crypto.outputs import load_array, save_array
 from dermdl.records import Record
 
 if TYPE_CHECKING:  # torch is imported where a batch is gathered: predicting with ONNX Runtime reads records too
@@ -46,7 +50,14 @@ class ImageRows:
     def __init__(self, prepared: Path, dataset: str, count: int, size: int):
         folder = arrays_dir(prepared, dataset)
         folder.mkdir(parents=True, exist_ok=True)
-        self.array = np.lib.format.open_memmap(folder / IMAGES, mode="w+", dtype=np.uint8, shape=(count, size, size, 3))
+        self.path = folder / IMAGES
+        shape = (count, size, size, 3)
+        # encrypted run: rows stay in memory and the file is written once, as a token (dermdl.crypto.outputs)
+        self.array = (
+            np.zeros(shape, np.uint8)
+            if crypto.encrypted()
+            else np.lib.format.open_memmap(self.path, mode="w+", dtype=np.uint8, shape=shape)
+        )
         self.count = 0
 
     def add(self, record: Record) -> Record:
@@ -58,7 +69,10 @@ class ImageRows:
         return numbered
 
     def close(self) -> None:
-        self.array.flush()
+        if isinstance(self.array, np.memmap):
+            self.array.flush()
+        else:
+            save_array(self.path, self.array)
         del self.array
 
 
@@ -83,8 +97,14 @@ def write_targets(
     from dermdl.prepare import run_parallel
 
     npy = arrays_dir(prepared, dataset) / TARGETS
-    np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(len(records), size, size)).flush()
     located: list[Record] = [{**r, "arrays": str(arrays_dir(prepared, dataset))} for r in records]
+    if crypto.encrypted():  # no clear file to fill: compute the maps here, write one token
+        maps = np.zeros((len(records), size, size), np.uint8)
+        for row, record in enumerate(located):
+            maps[row] = target(record)
+        save_array(npy, maps)
+        return
+    np.lib.format.open_memmap(npy, mode="w+", dtype=np.uint8, shape=(len(records), size, size)).flush()
     chunk = max(64, -(-len(records) // (workers * 4)))
     run_parallel(
         _fill,
@@ -104,7 +124,7 @@ class ArrayStore:
             path = str(Path(record["arrays"]) / name)
             if path not in index:
                 index[path] = len(self.arrays)
-                self.arrays.append(np.load(path, mmap_mode="r"))
+                self.arrays.append(load_array(path))  # memory-mapped, or decrypted into RAM
             parts.append(index[path])
             rows.append(record["row"])
         self.part, self.rows = np.asarray(parts, dtype=np.int64), np.asarray(rows, dtype=np.int64)
@@ -135,6 +155,7 @@ class PreparedImages(Sequence):
     def __init__(self, records: Sequence[Record]):
         self.store = ArrayStore(records) if records else None
         self.n = len(records)
+        self.records = records  # whose images these are (image + metadata models look up their table rows)
 
     def __len__(self) -> int:
         return self.n

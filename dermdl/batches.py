@@ -146,8 +146,11 @@ class ArrayLoader:
         shuffle: bool = False,
         aug: Augmentation | None = None,
         channels_last: bool = False,
+        tabular: torch.Tensor | None = None,
     ):
         self.images = ArrayStore(records, IMAGES)
+        # (n, features) second model input (image + metadata classification): batches are (x, tabular, y)
+        self.tabular = tabular
         self.dataset = self.images  # fastai/DDP helpers ask len(dl.dataset)
         self.targets, self.bs, self.input_size, self.shuffle, self.aug = targets, bs, input_size, shuffle, aug
         self.n = len(records)
@@ -188,7 +191,7 @@ class ArrayLoader:
             self.load_seconds += time.perf_counter() - began
             yield batch
 
-    def collate(self, positions: list[int]) -> tuple[torch.Tensor, Any]:
+    def collate(self, positions: list[int]) -> tuple[Any, ...]:
         x = self.images.take(positions)
         y = self.targets.to(self.targets.take(positions), self.device)
         if self.device.type == "cuda":
@@ -199,7 +202,10 @@ class ArrayLoader:
             x, y = self.targets.augment(x, y, self.aug)
         if self.norm is not None:
             x = (x - self.norm[0]) / self.norm[1]
-        return x.contiguous(memory_format=self.memory_format), y
+        x = x.contiguous(memory_format=self.memory_format)
+        if self.tabular is not None:  # augmentation and resizing change the image only
+            return x, self.tabular[positions].to(self.device, non_blocking=True), y
+        return x, y
 
 
 def array_dataloaders(
@@ -209,9 +215,11 @@ def array_dataloaders(
     params: Any,
     norm: Any,
     aug: Augmentation | None,
+    tabular: Callable[[Sequence[Record]], torch.Tensor] | None = None,
     **target_args: Any,
 ):
-    """fastai ``DataLoaders`` of a shuffled, augmented training loader and a plain validation loader."""
+    """fastai ``DataLoaders`` of a shuffled, augmented training loader and a plain validation loader;
+    ``tabular(records)``: a second model input per image (fastai then calls ``model(x, tabular)``)."""
     from fastai.data.core import DataLoaders
 
     t = params.train
@@ -224,8 +232,15 @@ def array_dataloaders(
         shuffle=True,
         aug=aug,
         channels_last=t.channels_last,
+        tabular=tabular(train) if tabular else None,
     )
     valid_dl = ArrayLoader(
-        valid, targets(valid, **target_args), t.bs, t.input_size, norm, channels_last=t.channels_last
+        valid,
+        targets(valid, **target_args),
+        t.bs,
+        t.input_size,
+        norm,
+        channels_last=t.channels_last,
+        tabular=tabular(valid) if tabular else None,
     )
     return DataLoaders(train_dl, valid_dl)

@@ -20,24 +20,12 @@ import yaml
 
 from dermdl import __version__
 from dermdl.export.command import add_parser as export_parser
+from dermdl.grade_command import add_parser as grade_parser
 from dermdl.options import BOX_FORMATS, EXPLAIN_METHODS, TTA_MODES
 from dermdl.tasks import task_names
+from dermdl.thesis_flags import THESIS_FLAGS as THESIS_FLAGS  # re-exported: the flag table
+from dermdl.thesis_flags import add_flags, flag_updates
 
-# Thesis pipeline flag -> params.yaml key, so its README commands translate one to one.
-THESIS_FLAGS: dict[str, tuple[str, Any]] = {
-    "--data": ("data.root", str),
-    "--wl-train": ("data.wl_train", "list"),
-    "--sl-train": ("data.sl_train", "list"),
-    "--sl-tests": ("data.sl_tests", "list"),
-    "--input-size": ("train.input_size", int),
-    "--bs": ("train.bs", int),
-    "--exp-name": ("train.exp_name", str),
-    "--epochs": ("train.epochs", int),
-    "--fepochs": ("train.fepochs", int),
-    "--lr": ("train.lr", float),
-    "--model": ("{task}.model", str),
-    "--seed": ("train.seed", int),
-}
 STAGES = ("validate", "preprocess", "train", "infer", "analyze")
 
 
@@ -71,12 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         stage = sub.add_parser(name, help=helps[name], description=helps[name])
         _common(stage)
         if name == "train":
-            group = stage.add_argument_group("thesis pipeline flags (override params.yaml)")
-            for flag, (key, kind) in THESIS_FLAGS.items():
-                nargs = "+" if kind == "list" else None
-                group.add_argument(
-                    flag, dest=key, nargs=nargs, type=str if kind == "list" else kind, default=None, help=f"sets {key}"
-                )
+            add_flags(stage.add_argument_group("thesis pipeline flags (override params.yaml; README)"))
     predict = sub.add_parser(
         "predict",
         help="predict new images with a trained model",
@@ -114,6 +97,22 @@ def build_parser() -> argparse.ArgumentParser:
         "temperature fitted on the validation split at the end of training",
     )
     predict.add_argument(
+        "--tile-size",
+        type=int,
+        default=0,
+        help="large images: predict by tiles of this many px at the original resolution (segmentation: "
+        "blended masks; detection: boxes merged; classification: see --tile-aggregate); 0 = whole image",
+    )
+    predict.add_argument("--tile-overlap", type=float, default=0.25, help="share of a tile overlapping its neighbour")
+    predict.add_argument(
+        "--tile-aggregate", choices=("mean", "max"), default="mean", help="classification by tiles: mean or max"
+    )
+    predict.add_argument(
+        "--metadata",
+        help="CSV of per-image metadata (columns path, then those the model was trained on, e.g. age, sex, "
+        "localization; path or bare file name) for a model trained with classification.metadata",
+    )
+    predict.add_argument(
         "--explain",
         action="store_true",
         help="classification: also write an explanation heatmap per image for its predicted class, as "
@@ -138,7 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     _import_parser(sub)
     _check_leaks_parser(sub)
     export_parser(sub)
+    grade_parser(sub, _common)
     _report_parser(sub)
+    _crypto_parsers(sub)
     return parser
 
 
@@ -317,6 +318,27 @@ def _report_parser(sub: Any) -> None:
     )
 
 
+def _crypto_parsers(sub: Any) -> None:
+    """``dermdl keygen|encrypt|decrypt`` (see dermdl/crypto.py and docs/encryption.md)."""
+    keygen = sub.add_parser(
+        "keygen",
+        help="write a new encryption key (mode 0600) for dermdl encrypt/decrypt",
+        description="Write a new Fernet key, readable by its owner only. Example: dermdl keygen --out ~/dermdl.key",
+    )
+    keygen.add_argument("--out", required=True, help="the key file to create (never overwritten)")
+    texts = {
+        "encrypt": "encrypt every file of a layout folder into a new folder (same names); SRC is only read",
+        "decrypt": "decrypt an encrypted layout folder into a new folder",
+    }
+    for name, text in texts.items():
+        parser = sub.add_parser(
+            name, help=text, description=f"{text}. Example: dermdl {name} --key-file ~/dermdl.key SRC DST"
+        )
+        parser.add_argument("src", help="the folder to read")
+        parser.add_argument("dst", help="the folder to create (must not exist)")
+        parser.add_argument("--key-file", help="key file (default: $DERMDL_KEY_FILE, else the key in $DERMDL_KEY)")
+
+
 def _report(args: argparse.Namespace) -> int:
     from dermdl.params import load_params
     from dermdl.report import write_report
@@ -350,11 +372,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
             raise ParamsError(
                 f"--set {item!r}: the value is not valid YAML ({problem}); quote text, write lists as [a, b]"
             ) from None
-    for key, _kind in THESIS_FLAGS.values():
-        value = getattr(args, key, None)
-        if value is not None:
-            updates[key] = value
-    return updates
+    return updates | flag_updates(args)
 
 
 def _load(args: argparse.Namespace):
@@ -397,6 +415,10 @@ def _convert(args: argparse.Namespace) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command not in STAGES:  # only a stage reads data.encrypted; nothing else inherits an earlier run's mode
+        from dermdl.crypto import use_encrypted
+
+        use_encrypted(False)
     if args.command == "predict":
         from dermdl.predict_command import run_predict
 
@@ -411,6 +433,20 @@ def run(argv: list[str] | None = None) -> int:
         return _check_leaks(args)
     if args.command == "report":
         return _report(args)
+    if args.command in ("keygen", "encrypt", "decrypt"):
+        from dermdl.crypto.folders import run_cli
+
+        return run_cli(
+            args.command,
+            getattr(args, "src", None),
+            getattr(args, "dst", None),
+            getattr(args, "key_file", None),
+            getattr(args, "out", None),
+        )
+    if args.command == "grade":
+        from dermdl.grade_command import run_grade
+
+        return run_grade(args, _load(args))
     if args.command == "export":
         from dermdl.export.command import run_export
 

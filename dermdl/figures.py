@@ -15,6 +15,17 @@ from matplotlib.figure import Figure
 from dermdl.io import atomic_file
 
 
-def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120) -> None:
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 120, private: bool = False) -> None:
+    """``private``: the figure shows patient images (galleries, explanations), so an encrypted run
+    (``data.encrypted``) writes it encrypted; metric plots stay readable."""
+    if private:
+        import io
+
+        from dermdl.crypto.outputs import write_output
+
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+        write_output(path, buffer.getvalue())
+        return
     with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight")

@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
-from dermdl.io import atomic_write_bytes
+from dermdl import crypto
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 MAX_PIXELS = 64_000_000
@@ -120,6 +120,23 @@ def _decode_failure(path: Path, exc: BaseException) -> ImageError:
     return ImageError(path, what, f"copy or re-export the file again, or {_REMOVE}")
 
 
+def image_source(path: str | os.PathLike) -> Path | io.BytesIO:
+    """What to hand ``Image.open``: the file, or (``data.encrypted``) its content decrypted in memory —
+    never a decrypted copy on disk. A missing key is one error for the run, not one per image."""
+    path = Path(path)
+    if not crypto.encrypted():
+        return path
+    key = crypto.process_key()
+    try:
+        return io.BytesIO(crypto.decrypt_bytes(key, path.read_bytes(), path))
+    except ValueError:
+        raise ImageError(
+            path,
+            "cannot be decrypted: wrong key, or the file was changed after encryption (tampered or corrupt)",
+            f"check ${crypto.KEY_FILE_ENV} / ${crypto.KEY_ENV}, or restore the file from its encrypted original",
+        ) from None
+
+
 def _open_decoded(path: str | os.PathLike, max_pixels: int) -> Image.Image:
     """Open, size-check, fully decode and EXIF-transpose; every failure becomes an ImageError."""
     path = Path(path)
@@ -138,11 +155,12 @@ def _open_decoded(path: str | os.PathLike, max_pixels: int) -> Image.Image:
         raise ImageError(path, "is a folder, not an image file", f"rename it or {_REMOVE}")
     if size == 0:
         raise ImageError(path, "file is empty (0 bytes)", f"re-export the file, or {_REMOVE}")
+    source = image_source(path)
     try:
         with warnings.catch_warnings():
             # We apply our own (stricter, configurable) limit below; Pillow's hard error still counts.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
     except Image.DecompressionBombError as exc:  # beyond Pillow's hard limit, its header size is
         found = re.search(r"\((\d+) pixels\)", str(exc))  # only in the message
         size_text = f"{int(found.group(1)) / 1e6:.1f} megapixels" if found else "too many pixels"
@@ -277,11 +295,11 @@ def open_mask(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarr
 
 def write_png(path: str | os.PathLike, array: np.ndarray, compress_level: int = 6, atomic: bool = True) -> None:
     """uint8 2-D -> L, uint16 2-D -> I;16, (h, w, 3) uint8 -> RGB; written atomically unless the caller
-    writes into a folder that is itself renamed into place when complete (``atomic=False``: no fsync)."""
+    writes into a folder that is itself renamed into place when complete (``atomic=False``: no fsync).
+    Every PNG written here is patient-derived (prepared masks, predicted masks/overlays): an encrypted run
+    (``data.encrypted``) writes its Fernet token instead, which :func:`image_source` decrypts."""
     buffer = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buffer, format="PNG", compress_level=compress_level)
-    if atomic:
-        atomic_write_bytes(path, buffer.getvalue())
-    else:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(buffer.getvalue())
+    from dermdl.crypto.outputs import write_output
+
+    write_output(path, buffer.getvalue(), atomic)

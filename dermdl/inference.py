@@ -62,3 +62,16 @@ def softmax_tta(model: torch.nn.Module, batch: torch.Tensor, tta: str, spatial: 
     for index in range(1, TTA_VIEWS[tta]):
         total = total + probs(index)
     return total / TTA_VIEWS[tta]
+
+
+def windows_tensor(windows: np.ndarray, config: ModelConfig, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(n, t, t, 3) uint8 tiles of a large image -> the normalised (n, 3, s, s) model input: each tile is
+    resized to the input size like a training patch (``infer.tile_size``, :mod:`dermdl.tiling`)."""
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(windows)).to(device).permute(0, 3, 1, 2).float() / 255.0
+    if x.shape[-1] != config.input_size or x.shape[-2] != config.input_size:
+        x = F.interpolate(x, size=(config.input_size,) * 2, mode="bilinear", align_corners=False, antialias=True)
+    mean = torch.tensor(config.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(config.std, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from dermdl.crypto import read_input
+
 
 class NotUtf8Error(ValueError):
     """A text file that is not UTF-8: names the line, so the user can find the character."""
@@ -26,8 +28,9 @@ class NotUtf8Error(ValueError):
 
 
 def read_utf8(path: str | os.PathLike) -> str:
-    """UTF-8 text, a BOM (Windows, Excel's "CSV UTF-8") accepted; NotUtf8Error names the first bad line."""
-    data = Path(path).read_bytes()
+    """UTF-8 text, a BOM (Windows, Excel's "CSV UTF-8") accepted; NotUtf8Error names the first bad line.
+    Decrypted in memory when the run is encrypted (``data.encrypted``): layout CSVs are read here."""
+    data = read_input(path)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

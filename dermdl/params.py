@@ -52,6 +52,9 @@ class DataParams(_Section):
     metadata: str | None = None
     # External test sets: per test set, its folder names -> the model's classes (e.g. common_nevus: nv).
     label_maps: dict[str, dict[str, str]] = {}
+    # Layout encrypted with `dermdl encrypt` (key from $DERMDL_KEY_FILE / $DERMDL_KEY, never from params):
+    # readers decrypt in memory; every stage writes its patient-derived files (arrays, masks, galleries) encrypted.
+    encrypted: bool = False
 
     @field_validator("wl_train", "sl_train", "sl_tests", mode="before")
     @classmethod
@@ -92,6 +95,12 @@ class PreprocessParams(_Section):
     workers: int = Field(2, ge=1, le=256)
     # Shades of Gray white balance before resizing (dermdl.color), at preprocess and predict time alike
     color_constancy: ColorConstancy = "none"
+    # Large images (dermdl.patches): cut every image into patch_size-px patches (original pixels) BEFORE the
+    # resize; 0 = whole images. The grid is the fewest patches sharing at least patch_overlap (a share)
+    patch_size: int = Field(0, ge=0, le=65_536)
+    patch_overlap: float = Field(0.0, ge=0, lt=1)
+    # detection: an object with less of its area inside a patch is dropped there (a border sliver misleads)
+    patch_min_visible: float = Field(0.25, ge=0, le=1)
 
 
 class TrainParams(_Section):
@@ -193,6 +202,19 @@ class InferParams(_Section):
     # Apply the temperature fitted on the validation split at the end of training (calibrated
     # probabilities); false: the network's raw softmax. Models without a temperature are unaffected.
     calibrate: bool = True
+    # Large images (docs/large-images.md): infer predicts the prepared test images by tile_size-px tiles,
+    # each resized to the input size like a training patch, blended over tile_overlap; 0 = whole image.
+    tile_size: int = Field(0, ge=0, le=16_384)
+    tile_overlap: float = Field(0.25, ge=0, le=0.75)  # share of a tile shared with its neighbour
+    # Classification by tiles: mean of the patch probabilities, or max (a small lesion in one patch counts)
+    tile_aggregate: Literal["mean", "max"] = "mean"
+
+    @field_validator("tile_size")
+    @classmethod
+    def _tile_is_off_or_big_enough(cls, value: int) -> int:
+        if 0 < value < 32:
+            raise ValueError(f"{value} px is too small for a tile; use 0 (whole image) or at least 32, e.g. 512")
+        return value
 
 
 class AnalyzeParams(_Section):

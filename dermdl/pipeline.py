@@ -29,6 +29,7 @@ from dermdl.params import Params
 from dermdl.plot_folders import keep_plot_folders
 from dermdl.records import Record
 from dermdl.report import write_report
+from dermdl.stale_prepared import check_prepared
 from dermdl.tasks import get_task
 
 MANIFEST = "manifest.json"
@@ -48,6 +49,9 @@ def _all_datasets(params: Params) -> list[str]:
 
 def validate(params: Params) -> Report:
     """Check every dataset named in params; write the JSON report; print one line per problem."""
+    from dermdl.crypto import use_encrypted
+
+    use_encrypted(params.data.encrypted)  # layout readers decrypt in memory (key read once)
     task = get_task(params.task)
     _items, classes, report = task.scan(params, _all_datasets(params), check_images=True)
     if report.ok:
@@ -117,6 +121,10 @@ def _fingerprint(params: Params, items: list) -> str:
         "resize": params.preprocess.resize,
         "color_constancy": params.preprocess.color_constancy,
     } | get_task(params.task).prepare_settings(params)
+    if params.preprocess.patch_size:  # absent when off: whole-image fingerprints stay as they were
+        settings["patches"] = _patch_settings(params)
+    if params.data.encrypted:  # clear and encrypted arrays differ on disk (key unchanged: same fingerprint)
+        settings["encrypted"] = True
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
     for item in items:
         digest.update(
@@ -124,6 +132,11 @@ def _fingerprint(params: Params, items: list) -> str:
             f"{_file_identity(item.target)}\n".encode()
         )
     return digest.hexdigest()
+
+
+def _patch_settings(params: Params) -> list:
+    pre = params.preprocess
+    return [pre.patch_size, pre.patch_overlap, pre.patch_min_visible]
 
 
 def _file_identity(value: Any) -> str:
@@ -141,6 +154,9 @@ def _file_identity(value: Any) -> str:
 def preprocess(params: Params) -> dict[str, Any]:
     """Resize every image of every named dataset into ``out/prepared`` (PNGs + one uint8 array per
     dataset) and write its manifest; does nothing when the sources and settings are unchanged."""
+    from dermdl.crypto import use_encrypted
+
+    use_encrypted(params.data.encrypted)  # reads decrypt in memory, patient-derived writes encrypt
     from dermdl.arrays import IMAGES, ImageRows, arrays_dir, write_targets
     from dermdl.prepare import iterate_parallel
 
@@ -173,11 +189,17 @@ def preprocess(params: Params) -> dict[str, Any]:
             )
             for item in items
         ]
+        job = task.prepare_item
+        if params.preprocess.patch_size:  # large images: one job per patch window (dermdl.patches)
+            from dermdl.patches import patch_jobs, prepare_patch
+
+            items, jobs = patch_jobs(task.prepare_item, items, jobs, params.preprocess)
+            job = prepare_patch
         counts = Counter(item.dataset for item in items)
         rows = {name: ImageRows(tmp, name, counts[name], params.preprocess.size) for name in _all_datasets(params)}
         datasets: dict[str, list[Record]] = {name: [] for name in rows}
         # streamed: each record's pixels go into its dataset's array as it arrives, so memory stays flat
-        for item, record in zip(items, iterate_parallel(task.prepare_item, jobs, params.preprocess.workers)):
+        for item, record in zip(items, iterate_parallel(job, jobs, params.preprocess.workers)):
             datasets[item.dataset].append(rows[item.dataset].add(record))
         target_map = task.target_array(params)
         for name, dataset_records in datasets.items():
@@ -234,6 +256,7 @@ def attach_groups(params: Params, records: list[Record]) -> int:
     """Give records their lesion/patient id (data.groups or <root>/groups.csv) so validation splits and
     CV folds keep a group on one side; returns how many records got one."""
     from dermdl.leaks.groups import Groups
+    from dermdl.patches import source_of
 
     root = Path(params.data.root)
     path = Path(params.data.groups) if params.data.groups else root / "groups.csv"
@@ -245,7 +268,7 @@ def attach_groups(params: Params, records: list[Record]) -> int:
         raise StageError("\n".join(problems.lines()))
     found = 0
     for record in records:
-        record["group"] = table.get(root / record["source"], root)
+        record["group"] = table.get(root / source_of(record), root)  # a patch: its whole image's group
         found += record["group"] is not None
     return found
 
@@ -261,11 +284,17 @@ def _split(params: Params, sl_train: list[Record]) -> tuple[list[Record], list[R
 def predict_tests(task, model, config, params: Params, manifest: dict, dest: Path) -> dict[str, Path]:
     """Predictions of every test set into ``dest``; returns name -> file written."""
     from dermdl.arrays import PreparedImages
+    from dermdl.tiling import Tiles
 
     written = {}
     for name in params.data.sl_tests:
         records = _records(manifest, (name,))
-        preds = task.predict(model, config, PreparedImages(records), params.infer.bs, params.tta)
+        images = PreparedImages(records)
+        if params.infer.tile_size:  # large prepared images (preprocess.size) by tiles: docs/large-images.md
+            tiles = Tiles(params.infer.tile_size, params.infer.tile_overlap, params.infer.tile_aggregate)
+            preds = task.predict_tiled(model, config, images, params.infer.bs, params.tta, tiles)
+        else:
+            preds = task.predict(model, config, images, params.infer.bs, params.tta)
         written[name] = task.write_predictions(records, preds, config, dest, name)
     return written
 
@@ -287,6 +316,9 @@ def _round_evaluator(task, params: Params, manifest: dict, rounds_dir: Path):
 
 def train(params: Params) -> dict[str, Any]:
     """Split sl_train (stratified, grouped), optionally cross-validate, train, save the model."""
+    from dermdl.crypto import use_encrypted
+
+    use_encrypted(params.data.encrypted)  # reads decrypt in memory, patient-derived writes encrypt
     from dermdl import distributed
     from dermdl.io import atomic_file
     from dermdl.models import save_model
@@ -295,6 +327,7 @@ def train(params: Params) -> dict[str, Any]:
 
     task = get_task(params.task)
     manifest = load_manifest(params)
+    check_prepared(params, manifest)  # built from another data root or size: refuse, do not train on it
     sl_train = _records(manifest, params.data.sl_train)
     grouped = attach_groups(params, sl_train)
     distributed.init()
@@ -385,14 +418,18 @@ def _training_speed(phases: list[dict]) -> dict[str, float]:
 
 def infer(params: Params) -> dict[str, Path]:
     """Predict every test set with the trained model; one file (or folder) per test set."""
+    from dermdl.crypto import use_encrypted
+
+    use_encrypted(params.data.encrypted)  # reads decrypt in memory, patient-derived writes encrypt
     from dermdl.models import load_model
 
     task = get_task(params.task)
+    manifest = load_manifest(params)
+    check_prepared(params, manifest)  # before the model: stale prepared data is the first thing to fix
     model, config = load_model(params.out / "model")
     # The saved settings serve `dermdl predict`; here params.yaml is at hand and wins (e.g. a new
     # detection.score_threshold takes effect without retraining).
     config = replace(config, extra={**config.extra, **task.config_extra(params)})
-    manifest = load_manifest(params)
     with atomic_dir(params.out / "predictions") as tmp:
         written = predict_tests(task, model, config, params, manifest, tmp)
     written = {name: params.out / "predictions" / path.relative_to(tmp) for name, path in written.items()}
@@ -403,6 +440,9 @@ def infer(params: Params) -> dict[str, Path]:
 
 def analyze(params: Params) -> dict[str, Any]:
     """Metrics with bootstrap CIs, DVC metrics/plots and figures; prints the summary table."""
+    from dermdl.crypto import use_encrypted
+
+    use_encrypted(params.data.encrypted)  # reads decrypt in memory, patient-derived writes encrypt
     from dermdl.models import ModelConfig
 
     task = get_task(params.task)

@@ -70,6 +70,8 @@ def _predictor(args: argparse.Namespace) -> tuple[Callable[..., Any], Any, Any]:
     if exported is not None:
         if getattr(args, "explain", False):
             raise ValueError("--explain needs the PyTorch model folder (model.pt + model.json), not an ONNX file")
+        if _tiles(args) is not None:
+            raise ValueError("--tile-size needs the PyTorch model folder (model.pt + model.json), not an ONNX file")
         onnx = load_onnx(exported)
         return partial(get_task(onnx.config.task).onnx_predict, onnx), onnx.config, None
     if getattr(args, "explain", False):
@@ -77,7 +79,26 @@ def _predictor(args: argparse.Namespace) -> tuple[Callable[..., Any], Any, Any]:
     from dermdl.models import load_model
 
     model, config = load_model(args.model)
+    tiles = _tiles(args)
+    if tiles is not None:
+        return partial(get_task(config.task).predict_tiled, model, tiles=tiles), config, model
     return partial(get_task(config.task).predict, model), config, model
+
+
+def _tiles(args: argparse.Namespace) -> Any:
+    """``--tile-size``/``--tile-overlap``/``--tile-aggregate`` as :class:`dermdl.tiling.Tiles`, checked like
+    the ``infer.tile_*`` params; None for whole-image prediction."""
+    size = getattr(args, "tile_size", 0)
+    if not size:
+        return None
+    from dermdl.tiling import Tiles
+
+    overlap = getattr(args, "tile_overlap", 0.25)
+    if size < 32:
+        raise ValueError(f"--tile-size {size}: too small for a tile; use 0 (whole image) or at least 32, e.g. 512")
+    if not 0.0 <= overlap <= 0.75:
+        raise ValueError(f"--tile-overlap {overlap}: use a share of the tile between 0 and 0.75, e.g. 0.25")
+    return Tiles(size, overlap, getattr(args, "tile_aggregate", "mean"))
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -102,6 +123,10 @@ def run_predict(args: argparse.Namespace) -> int:
     predict, config, model = _predictor(args)
     if getattr(args, "no_calibrate", False):  # models without a temperature are unaffected either way
         config = replace(config, extra={**config.extra, "calibrate": False})
+    if getattr(args, "metadata", None):  # the images' metadata table, for models trained with metadata
+        if not Path(args.metadata).is_file():
+            raise FileNotFoundError(f"--metadata {args.metadata}: no such file; give the CSV of per-image metadata")
+        config = replace(config, extra={**config.extra, "metadata_table": str(args.metadata)})
     task = get_task(config.task)
     paths, unreadable = _readable(paths)
     if not paths:

@@ -71,10 +71,14 @@ def resize(image: Image.Image, size: int, policy: str, kind: str = "image") -> I
 
 def open_source(item: str | os.PathLike | np.ndarray, color_constancy: str = "none") -> Image.Image:
     """An image as the model's preparation starts from it: a file is decoded (EXIF-transposed, RGB)
-    and colour-corrected (``preprocess.color_constancy``); prepared pixels are already both."""
+    and colour-corrected (``preprocess.color_constancy``); prepared pixels are already both. While
+    preprocess prepares a patch (``preprocess.patch_size``) it is the patch's window of the whole,
+    colour-corrected image (dermdl.patches)."""
     if isinstance(item, np.ndarray):
         return Image.fromarray(item, "RGB")
-    return color.apply(open_rgb(item), color_constancy)
+    from dermdl.patches import cut_source
+
+    return cut_source((str(item), color_constancy), lambda: color.apply(open_rgb(item), color_constancy))
 
 
 def prepare_image(src: Path, size: int, policy: str, color_constancy: str = "none") -> tuple[int, int, np.ndarray]:

@@ -75,6 +75,12 @@ class Record(TypedDict, total=False):
     # fold) and cross_validation (the report's "grouped").
     group: str | None
 
+    # --- patches (preprocess.patch_size) -------------------------------------------------------------
+    # {"source": the whole image relative to data.root, "row", "col", "height", "width": the patch's window
+    # in its pixels}; ``path``/``source`` then name the patch (<stem>__r0512_c1024). Written by
+    # patches.prepare_patch; read by pipeline.attach_groups and splits (one image's patches, one group).
+    patch: dict[str, Any]
+
     # --- segmentation -------------------------------------------------------------------------------
     # The mask at its original resolution, relative to the prepared folder. Written by segmentation's
     # prepare_item; read by its write_predictions (full-resolution metrics; absent: no truth).

@@ -11,12 +11,19 @@ from dermdl.records import Record
 
 def _labels_and_groups(records: list[Record]) -> tuple[list, list]:
     labels = [r.get("stratum") or "" for r in records]
-    groups = [r.get("group") or f"#image{i}" for i, r in enumerate(records)]  # no group id: its own group
+    # no group id: its own group; a patch (preprocess.patch_size) without one: its whole image's group
+    groups = [r.get("group") or _image_group(r) or f"#image{i}" for i, r in enumerate(records)]
     return labels, groups
 
 
+def _image_group(record: Record) -> str | None:
+    patch = record.get("patch")
+    return f"#source:{patch['source']}" if patch else None
+
+
 def has_groups(records: list[Record]) -> bool:
-    return any(r.get("group") for r in records)
+    """Whether the split must be grouped: lesion/patient ids, or patches of one image."""
+    return any(r.get("group") or r.get("patch") for r in records)
 
 
 def grouped_split(records: list[Record], valid_size: float, seed: int) -> tuple[list[Record], list[Record]]:

@@ -53,6 +53,8 @@ class ClassificationParams(Section):
     focal_gamma: float = Field(2.0, ge=0)
     class_weights: Literal["none", "balanced"] = "balanced"
     head_dropout: float = Field(0.5, ge=0, lt=1)  # dropout before the head's last layer
+    # metadata-table columns fused with the image features (the thesis's train.metadata); [] = image only
+    metadata: list[str] = Field(default_factory=list)
 
     _known_model = field_validator("model")(classmethod(lambda cls, value: _timm_model(value)))
 

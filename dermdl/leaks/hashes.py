@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from dermdl.crypto import read_input
 from dermdl.images import ImageError, open_rgb
 from dermdl.leaks.tuning import BANDPASS, COARSE, COLOUR_SIDE, MARGIN, SIDE
 
@@ -80,8 +81,8 @@ class Fingerprint:
 def fingerprint(path: str | os.PathLike) -> Fingerprint:
     """Fingerprint one image file; raises :class:`dermdl.images.ImageError` for unreadable files."""
     path = Path(path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    rgb = np.asarray(open_rgb(path))
+    rgb = np.asarray(open_rgb(path))  # first: an unreadable (or undecryptable) file is an ImageError
+    digest = hashlib.sha256(read_input(path)).hexdigest()  # content, not its (randomised) encryption
     colour = _area_resize(rgb, COLOUR_SIDE)
     gray = _area_resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), SIDE).astype(np.float32)
     square = cv2.resize(rgb, (_R, _R), interpolation=cv2.INTER_AREA)

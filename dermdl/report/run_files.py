@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dermdl.crypto import is_token
+
 #: Files that identify a dermdl output folder (any one is enough to build a report).
 MARKERS = ("report.json", "model/model.json", "prepared/manifest.json", "validate/report.json")
 
@@ -111,4 +113,11 @@ def read_run(out: str | Path) -> RunFiles:
     figures = out / "plots" / "figures"
     if figures.is_dir():
         run.figures = {path.name: path.read_bytes() for path in sorted(figures.glob("*.png"))}
+        hidden = [name for name, data in run.figures.items() if is_token(data)]  # data.encrypted: patient images
+        if hidden:
+            run.figures = {name: data for name, data in run.figures.items() if name not in hidden}
+            problems.append(
+                f"{len(hidden)} figure(s) showing patient images ({', '.join(hidden)}) are encrypted "
+                "(data.encrypted: true) and left out of this page; they open only with the key"
+            )
     return run

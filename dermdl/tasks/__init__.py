@@ -125,6 +125,8 @@ class Task(Protocol):
       (options.EXPLAIN_METHODS); only where ``explain`` is supported
     - ``onnx_graph(model, config)`` -> :class:`dermdl.export.graph.OnnxGraph`: the torch module to trace for
       ``dermdl export --format onnx`` (input ``image``), its outputs and metadata
+    - ``predict_tiled(model, config, paths, bs, tta, tiles)`` -> the same predictions as ``predict``, each
+      image predicted by tiles at its original resolution (:class:`dermdl.tiling.Tiles`; large images)
     - ``onnx_predict(onnx_model, config, paths, bs, tta)`` -> the same predictions as ``predict``, from an
       exported file (:class:`dermdl.export.runtime.OnnxModel`) with ONNX Runtime and numpy, no torch; the
       two only where ``onnx_export`` is supported
@@ -155,6 +157,7 @@ class Task(Protocol):
     explain: Callable[..., list[Path]]
     onnx_graph: Callable[..., Any]
     onnx_predict: Callable[..., Any]
+    predict_tiled: Callable[..., Any]
 
 
 def _no_callbacks(params: Any) -> list:
@@ -202,6 +205,10 @@ def _no_onnx(*args: Any, **kwargs: Any) -> Any:
     )
 
 
+def _no_tiles(*args: Any, **kwargs: Any) -> Any:
+    raise ValueError("--tile-size: this task predicts whole images only (its plug-in has no predict_tiled hook)")
+
+
 def concat_lists(parts: list[Any]) -> list[Any]:
     return [item for part in parts for item in part]
 
@@ -235,6 +242,7 @@ class TaskPlugin:
     onnx_graph: Callable[..., Any] = _no_onnx
     onnx_predict: Callable[..., Any] = _no_onnx
     headline: Callable[[dict], dict] = overall_headline
+    predict_tiled: Callable[..., Any] = _no_tiles
 
 
 _REGISTERED: dict[str, Task] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from dermdl.arrays import PIXELS
@@ -35,4 +36,17 @@ def dataloaders(train: Sequence[Record], valid: Sequence[Record], classes: list[
     """Batches from the prepared arrays; flips/rotation/zoom/lighting on whole batches (dermdl.augment)."""
     from dermdl.batches import Labels, array_dataloaders, augmentation
 
-    return array_dataloaders(train, valid, Labels, all_params, norm, augmentation(all_params.train), classes=classes)
+    tabular = None
+    if all_params.classification.metadata:  # image + metadata: the encoding model.json will carry
+        import torch
+
+        from dermdl.tasks.classification.tabular import fit_extra, record_rows
+
+        config = SimpleNamespace(extra=fit_extra(all_params))
+
+        def tabular(records: Sequence[Record]) -> torch.Tensor:
+            return torch.from_numpy(record_rows(config, records))
+
+    return array_dataloaders(
+        train, valid, Labels, all_params, norm, augmentation(all_params.train), tabular=tabular, classes=classes
+    )

@@ -157,6 +157,9 @@ def explain(
     from dermdl.io import atomic_file
     from dermdl.tasks.classification.explain_plots import overlay
 
+    if config.extra.get("tabular"):
+        raise ValueError("--explain: heatmaps explain image-only models; this model also reads metadata")
+
     targets = [int(i) for i in np.asarray(predictions).argmax(axis=1)]
     written = []
     for name, (pixels, heat) in zip(unique_names(paths), explained_views(model, config, paths, targets, method)):
@@ -214,11 +217,16 @@ def explanations(
     figures: Path,
 ) -> dict[str, Any] | None:
     """analyze's explanation gallery of one test set (``plots/figures/<name>_explanations.png``) and its
-    metrics entry; None when ``analyze.explain`` is 0 or the predictions are not the analyze stage's (a
-    cross-validation fold's or a self-training round's model is not saved)."""
+    metrics entry; None when ``analyze.explain`` is 0, the model also reads metadata (heatmaps explain the
+    image alone), or the predictions are not the analyze stage's (a cross-validation fold's or a
+    self-training round's model is not saved)."""
     per_row = all_params.analyze.explain
     out = all_params.out
-    if per_row == 0 or Path(predictions_dir).resolve() != (out / "predictions").resolve():
+    if (
+        per_row == 0
+        or all_params.classification.metadata
+        or Path(predictions_dir).resolve() != (out / "predictions").resolve()
+    ):
         return None
     from dermdl.arrays import PreparedImages
     from dermdl.models import load_model

@@ -51,4 +51,4 @@ def plot_explanations(rows: Sequence[tuple[str, Sequence[Tile]]], path: str | os
                     ax.text(0.5, 0.5, "no such case", ha="center", va="center", fontsize=8, transform=ax.transAxes)
         axes[r][0].set_ylabel(label.replace(": ", ":\n"), fontsize=8)
     fig.suptitle(title, fontsize=10)
-    save_figure(fig, path, dpi=110)
+    save_figure(fig, path, dpi=110, private=True)  # patient images: encrypted in an encrypted run

@@ -24,6 +24,10 @@ class _Probabilities(nn.Module):
 
 
 def onnx_graph(model: nn.Module, config: ModelConfig) -> OnnxGraph:
+    if config.extra.get("tabular"):
+        raise ValueError(
+            "export --format onnx: image + metadata models are not exportable yet; predict with the model folder"
+        )
     temperature = applied_temperature(config)
     example = torch.rand(2, 3, config.input_size, config.input_size, generator=torch.Generator().manual_seed(0))
     return OnnxGraph(

@@ -7,6 +7,7 @@ and infer, self-training and analyze all read what these functions produce.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from dermdl.inference import softmax_tta, to_input_tensor
 from dermdl.models import ModelConfig
 from dermdl.prepare import open_source
 from dermdl.records import Record
+from dermdl.tasks.classification.tabular import encoder_of, file_rows, record_rows
 from dermdl.tasks.classification.writer import applied_temperature, write_predictions  # noqa: F401  (re-exported)
 
 
@@ -31,16 +33,48 @@ def predict(
     then the model's temperature (when it has one and calibration is on)."""
     device = next(model.parameters()).device
     model.eval()
+    tabular = tabular_inputs(config, paths)
     out = []
     for start in range(0, len(paths), bs):
         images = [open_source(p, config.color_constancy) for p in paths[start : start + bs]]
         batch = torch.stack([to_input_tensor(image, config) for image in images]).to(device)
-        out.append(softmax_tta(model, batch, tta, spatial=False).cpu().numpy())
+        net = model if tabular is None else _WithTabular(model, tabular[start : start + bs].to(device))
+        out.append(softmax_tta(net, batch, tta, spatial=False).cpu().numpy())
     if not out:
         return np.zeros((0, len(config.classes)), dtype=np.float32)
     probs = np.concatenate(out)
     temperature = applied_temperature(config)
     return probs if temperature == 1.0 else apply_temperature(probs, temperature).astype(np.float32)
+
+
+class _WithTabular(torch.nn.Module):
+    """An image + metadata model as a function of the images alone: TTA views change the image only."""
+
+    def __init__(self, model: torch.nn.Module, tabular: torch.Tensor):
+        super().__init__()
+        self.model, self.tabular = model, tabular
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images, self.tabular)
+
+
+def tabular_inputs(config: ModelConfig, paths: Sequence[Any]) -> torch.Tensor | None:
+    """The metadata rows of the images (None: an image-only model): prepared records' from the table the
+    model was trained with; new files' from ``extra["metadata_table"]`` (``dermdl predict --metadata``),
+    where an image without a row counts as all missing (one warning with the count)."""
+    if encoder_of(config) is None:
+        return None
+    if isinstance(paths, PreparedImages):
+        return torch.from_numpy(record_rows(config, paths.records))
+    table = config.extra.get("metadata_table")
+    rows, unmatched = file_rows(config, list(paths), Path(table) if table else None)
+    if unmatched:
+        print(
+            f"dermdl predict: warning: {unmatched} of {len(paths)} images have no row in {table}; their metadata "
+            "counts as missing",
+            file=sys.stderr,
+        )
+    return torch.from_numpy(rows)
 
 
 def pseudo_label(

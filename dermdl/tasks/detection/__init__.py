@@ -36,6 +36,7 @@ TASK = TaskPlugin(
     build_model=_part("model", "build_model"),
     loss_and_metrics=_part("losses", "loss_and_metrics"),
     predict=_part("predict", "predict"),
+    predict_tiled=_part("tiled", "predict_tiled"),
     concat_predictions=_part("predict", "concat_predictions"),
     pseudo_label=_part("predict", "pseudo_label"),
     write_predictions=_part("writer", "write_predictions"),  # no torch: the ONNX predict path writes with it

@@ -25,7 +25,8 @@ from typing import Any, TypeGuard
 
 from PIL import Image
 
-from dermdl.images import IMAGE_SUFFIXES, MAX_PIXELS, check_image, is_ignored, is_image_file
+from dermdl.crypto import read_input
+from dermdl.images import IMAGE_SUFFIXES, MAX_PIXELS, check_image, image_source, is_ignored, is_image_file
 from dermdl.layout.items import Item
 from dermdl.layout.report import Report, Severity
 from dermdl.layout.schema import LayoutSchema
@@ -84,7 +85,7 @@ class _Checker:
             )
             return None
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_input(path).decode("utf-8"))  # decrypted in memory if data.encrypted
         except OSError as exc:
             self.report.add(path, f"cannot read the file ({exc.strerror or exc})", "check its permissions")
             return None
@@ -213,7 +214,7 @@ class _Checker:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                image = Image.open(path)
+                image = Image.open(image_source(path))
             with image:
                 width, height = image.size
                 if image.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF rotation by 90 degrees

@@ -18,7 +18,6 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dermdl.figures import save_figure
 from dermdl.images import ImageError, open_rgb
-from dermdl.io import atomic_file
 
 GALLERY_SIZE = 8
 GT_COLOUR = (40, 200, 60)
@@ -81,8 +80,14 @@ def draw_boxes(
 
 
 def save_png(image: Image.Image, path: str | os.PathLike) -> None:
-    with atomic_file(path) as tmp:
-        image.save(tmp, format="PNG")
+    """A predicted overlay (patient image): encrypted when the run is (``data.encrypted``)."""
+    import io
+
+    from dermdl.crypto.outputs import write_output
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    write_output(path, buffer.getvalue())
 
 
 def _panel(ax, image: np.ndarray, boxes: np.ndarray, texts: list[str], colours: list, title: str) -> None:
@@ -126,7 +131,7 @@ def plot_gallery(cases: list[dict], path: str | os.PathLike, title: str) -> None
     if not cases:
         fig.add_subplot().text(0.5, 0.5, "no images", ha="center")
     fig.suptitle(title, fontsize=9)
-    save_figure(fig, path, dpi=110)
+    save_figure(fig, path, dpi=110, private=True)  # patient images: encrypted in an encrypted run
 
 
 def plot_pr_curves(curves: dict[str, list[dict]], path: str | os.PathLike, title: str) -> None:

@@ -29,6 +29,7 @@ TASK = TaskPlugin(
     build_model=_part("model", "build_model"),
     loss_and_metrics=_part("losses", "loss_and_metrics"),
     predict=_part("predict", "predict"),
+    predict_tiled=_part("tiled", "predict_tiled"),
     pseudo_label=_part("predict", "pseudo_label"),
     write_predictions=_part("writer", "write_predictions"),  # no torch: the ONNX predict path writes with it
     analyze=_part("analyze", "analyze"),

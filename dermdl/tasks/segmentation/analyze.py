@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from dermdl.images import open_rgb
+from dermdl.images import image_source, open_rgb
 from dermdl.io import atomic_write_json
 from dermdl.models import ModelConfig
 from dermdl.tasks.segmentation.calibration import FILE as CALIBRATION_FILE
@@ -68,7 +68,7 @@ def _worst_probability_gallery(
     tiles = []
     for i in chosen:
         panel = np.asarray(open_rgb(predictions_dir / frame["overlay"].iloc[i]))
-        probability = np.asarray(Image.open(predictions_dir / frame["probability"].iloc[i]).convert("L"))
+        probability = np.asarray(Image.open(image_source(predictions_dir / frame["probability"].iloc[i])).convert("L"))
         size = probability.shape[0]
         gap = np.full((size, 2, 3), 255, dtype=np.uint8)
         tiles.append(np.concatenate([panel, gap, heatmap_tile(panel[:, :size], probability / 255.0)], axis=1))

@@ -28,6 +28,7 @@ from PIL import Image
 from dermdl.arrays import PIXELS, prepared_root
 from dermdl.images import open_mask, write_png
 from dermdl.model_config import ModelConfig
+from dermdl.patches import cut_array
 from dermdl.prepare import PNG_LEVEL, Geometry, geometry, prepare_image, resize
 from dermdl.records import Record
 from dermdl.tasks.segmentation.layout import IMAGES, MASKS
@@ -138,7 +139,7 @@ def prepare_item(
     rel = Path(relative)
     dataset, stem = rel.parts[0], rel.stem
     width, height, pixels = prepare_image(source, size, policy, color_constancy)
-    values = open_mask(target)
+    values = cut_array(open_mask(target))  # a patch (preprocess.patch_size): the image's window
     if values.shape != (height, width):
         raise ValueError(
             f"{target}: mask is {values.shape[1]} x {values.shape[0]} pixels but its image {source} is "

@@ -28,7 +28,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from dermdl.images import IMAGE_SUFFIXES, MAX_PIXELS, ImageError, check_image, is_image_file, open_mask
+from dermdl.images import (
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+    ImageError,
+    check_image,
+    image_source,
+    is_image_file,
+    open_mask,
+)
 from dermdl.layout.datasets import dataset_dirs, list_entries
 from dermdl.layout.items import Item
 from dermdl.layout.report import Report
@@ -47,14 +55,14 @@ _RGB_MODES = frozenset({"RGB", "RGBA", "RGBX", "LA"})
 
 def _image_size(path: Path) -> tuple[int, int]:
     """Displayed (EXIF-transposed) size from the header only; :func:`open_rgb` agrees with it."""
-    with Image.open(path) as image:
+    with Image.open(image_source(path)) as image:
         width, height = image.size
         orientation = image.getexif().get(0x0112)
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
 def _stored_mode(path: Path) -> str:
-    with Image.open(path) as image:
+    with Image.open(image_source(path)) as image:
         return image.mode
 
 

@@ -129,7 +129,7 @@ def plot_gallery(
         ax.set_yticks([])
         ax.set_xlabel(caption, fontsize=8)
     fig.suptitle(title, fontsize=10)
-    save_figure(fig, path, dpi=110)
+    save_figure(fig, path, dpi=110, private=True)  # patient images: encrypted in an encrypted run
 
 
 def plot_reliability(

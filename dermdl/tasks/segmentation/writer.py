@@ -38,6 +38,7 @@ class SegPrediction:
     probs: np.ndarray
     width: int
     height: int
+    full: np.ndarray | None = None  # (k, height, width) at the original resolution: tiled prediction
 
 
 def _unique_stem(source: str, used: set[str]) -> str:
@@ -66,7 +67,10 @@ def write_predictions(
     used: set[str] = set()
     for record, pred in zip(records, preds):
         width, height = int(record.get("width") or pred.width), int(record.get("height") or pred.height)
-        probs = to_original(pred.probs, width, height, config.preprocess_size, config.resize)
+        if pred.full is not None and pred.full.shape[1:] == (height, width):
+            probs = pred.full.astype(np.float32)  # predicted by tiles at this resolution
+        else:
+            probs = to_original(pred.probs, width, height, config.preprocess_size, config.resize)
         labels = probs.argmax(axis=0).astype(np.uint8)
         stem = _unique_stem(record["source"], used)
         write_png(folder / MASKS / f"{stem}.png", vmap.to_stored(labels))
