@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dermdl.image_keys import ImageKeyed
 from dermdl.importer.spec import MISSING_TOKENS
 from dermdl.io import CSV_ENCODING_FIX, NotUtf8Error, read_utf8
 
@@ -39,23 +40,15 @@ def metadata_path(params: Any) -> Path | None:
     return path if path.is_file() else None
 
 
-class Metadata:
-    """The rows of a metadata table, keyed like :class:`dermdl.leaks.groups.Groups`."""
+class Metadata(ImageKeyed[dict[str, str]]):
+    """The rows of a metadata table, matched to images like the groups file (:mod:`dermdl.image_keys`)."""
 
     def __init__(self, rows: dict[str, dict[str, str]], columns: list[str], source: Path) -> None:
+        super().__init__(rows)
         self.source, self.columns = source, columns
-        self.by_path = {k: r for k, r in rows.items() if "/" in k or "\\" in k}
-        self.by_name = {k: r for k, r in rows.items() if k not in self.by_path}
 
     def row(self, path: Path, root: Path) -> dict[str, str] | None:
-        try:
-            rel: str | None = path.relative_to(root).as_posix()
-        except ValueError:
-            rel = None
-        for key in (rel, path.as_posix()):
-            if key is not None and key in self.by_path:
-                return self.by_path[key]
-        return self.by_name.get(path.name)
+        return self.get(path, root)
 
     @classmethod
     def read(cls, path: str | os.PathLike) -> Metadata:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from dermdl.image_keys import ImageKeyed
 from dermdl.images import is_ignored, is_image_file
 from dermdl.io import CSV_ENCODING_FIX, NotUtf8Error, read_utf8
 from dermdl.layout.report import Report
@@ -57,28 +58,16 @@ def dataset_images(root: str | os.PathLike, task: str, dataset: str) -> list[Pat
     return _walk(folder) if folder.is_dir() else None
 
 
-class Groups:
+class Groups(ImageKeyed[str]):
     """Image -> group id (lesion or patient), read from a CSV with columns ``path`` (or ``image``) and
-    ``group``. A path is matched relative to the data root (``sl_train/nevus/a.jpg``) or as an absolute
-    path; a bare file name (``a.jpg``, no folder) matches every image of that name."""
+    ``group``; rows are matched to images by :class:`dermdl.image_keys.ImageKeyed`'s rules."""
 
     def __init__(self, mapping: dict[str, str], source: str) -> None:
+        super().__init__(mapping)
         self.source = source
-        self.by_path = {k: g for k, g in mapping.items() if "/" in k or "\\" in k}
-        self.by_name = {k: g for k, g in mapping.items() if k not in self.by_path}
 
     def __len__(self) -> int:
         return len(self.by_path)
-
-    def get(self, path: Path, root: Path) -> str | None:
-        try:
-            rel = path.relative_to(root).as_posix()
-        except ValueError:
-            rel = None
-        for key in (rel, path.as_posix()):
-            if key is not None and key in self.by_path:
-                return self.by_path[key]
-        return self.by_name.get(path.name)
 
     @classmethod
     def read(cls, path: str | os.PathLike, report: Report) -> Groups | None:
