@@ -13,3 +13,18 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _clear_encryption_mode():
+    """An encrypted stage switches this process to decrypting (dermdl.crypto.use_encrypted, an environment
+    variable that its workers inherit); each test starts and ends in the clear mode, as each DVC stage does."""
+    from dermdl import crypto
+
+    os.environ.pop(crypto.MODE_ENV, None)
+    yield
+    os.environ.pop(crypto.MODE_ENV, None)
+    crypto._process_key = None
