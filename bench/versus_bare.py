@@ -2,6 +2,7 @@
 
     python bench/versus_bare.py --import-dir /tmp/ham/import                  # 3 tasks, ~8 min on 2 cores
     python bench/versus_bare.py --import-dir /tmp/ham/import --tasks classification --rounds 3
+    python bench/versus_bare.py --import-dir DEMO --tasks classification --device cuda --amp bf16  # GPU
 
 ``--import-dir`` holds HAM10000 in dermdl's layouts; it is made when missing with
 ``dermdl import ../shared/data/ham10000/labels.csv --preset ham10000 --out DIR --seed 0``.
@@ -11,7 +12,9 @@ then on the same first N prepared training images, alternately, the bare loop (b
 array data path), each one epoch with the same model, batch, AdamW + one-cycle and the same
 flips/transposes; median training images/s of each and the ratio. Then inference on raw test
 images: bare (PIL decode + resize + forward) vs. the task's ``predict``. Run it alone on the machine:
-a second job on the cores measures contention, not code.
+a second job on the cores measures contention, not code. ``--device cuda --amp bf16`` runs both sides
+on the GPU with the same mixed precision (dermdl: ``train.mixed_precision``; bare: ``torch.autocast``);
+``--import-dir`` may be a demo folder (``python -m dermdl.demo``), as bench/gpu_check.sh does.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ SETTINGS = {  # task -> (batch, training images, inference images)
 HAM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ham10000" / "labels.csv"
 
 
-def params_for(task: str, root: Path, out: Path, bs: int):
+def params_for(task: str, root: Path, out: Path, bs: int, amp: str = "off"):
     from dermdl.params import params_from_dict
 
     return params_from_dict(
@@ -60,6 +63,7 @@ def params_for(task: str, root: Path, out: Path, bs: int):
                 "max_zoom": 1.0,
                 "max_lighting": 0.0,
                 "exp_name": f"bench-{task}",
+                "mixed_precision": amp,
             },
             "detection": {"model": "fasterrcnn_efficientnet_lite0_fpn"},
         }
@@ -96,7 +100,7 @@ def build(task, params, classes):
     t = params.train
     config = ModelConfig(
         task=task.name,
-        arch=t.model,
+        arch=params.model,  # the task's model (classification.model, ...), as dermdl's Session
         classes=list(classes),
         input_size=t.input_size,
         mean=[],
@@ -116,13 +120,16 @@ def bare_loss(task, params, classes, records):
     return loss
 
 
-def bench_task(name: str, import_dir: Path, work: Path, rounds: int) -> dict:
+def bench_task(
+    name: str, import_dir: Path, work: Path, rounds: int, device: str = "cpu", amp: str = "off", bs: int = 0
+) -> dict:
     from dermdl import pipeline
     from dermdl.tasks import get_task
     from dermdl.train import fit
 
-    bs, n_train, n_infer = SETTINGS[name]
-    params = params_for(name, import_dir / name, work / name, bs)
+    default_bs, n_train, n_infer = SETTINGS[name]
+    bs = bs or default_bs
+    params = params_for(name, import_dir / name, work / name, bs, amp)
     task = get_task(name)
     shutil.rmtree(params.out / "prepared", ignore_errors=True)
     _, prep_seconds = timed(pipeline.preprocess, params)
@@ -152,6 +159,8 @@ def bench_task(name: str, import_dir: Path, work: Path, rounds: int) -> dict:
             epochs=1,
             norm=None if kind == "boxes" else norm,
             kind=kind,
+            device=device,
+            amp=amp,
         )
         runs["bare"].append(out["images_per_second"])
         with tempfile.TemporaryDirectory(dir=work) as tmp:
@@ -178,6 +187,8 @@ def bench_task(name: str, import_dir: Path, work: Path, rounds: int) -> dict:
     infer_ratio = statistics.median(infer["dermdl"]) / statistics.median(infer["bare"])
     return {
         "task": name,
+        "device": device,
+        "amp": amp,
         "batch": bs,
         "train_images": len(records),
         "rounds": rounds,
@@ -198,8 +209,16 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/ham/bench"))
     parser.add_argument("--tasks", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off", help="mixed precision (CUDA)")
+    parser.add_argument("--bs", type=int, default=0, help="batch size (default: per task, SETTINGS)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible")
+    from fastai.torch_core import defaults
+
+    defaults.use_cuda = args.device == "cuda"  # dermdl's side trains where the bare loop does
     if not (args.import_dir / "classification").is_dir():
         subprocess.run(
             ["dermdl", "import", str(HAM), "--preset", "ham10000", "--out", str(args.import_dir), "--seed", "0"],
@@ -207,7 +226,7 @@ def main() -> int:
         )
     args.work.mkdir(parents=True, exist_ok=True)
     results = []
-    sources = sorted(str(p) for p in (args.import_dir / "classification").rglob("*.jpg"))
+    sources = sorted(str(p) for p in (args.import_dir / "classification").rglob("*") if p.suffix in (".jpg", ".png"))
     baseline = bare.decode_into_memory(sources, 128)
     print(
         f"bare preprocessing: {baseline['images']} images decoded + resized into memory in "
@@ -215,7 +234,7 @@ def main() -> int:
         flush=True,
     )
     for name in args.tasks:
-        results.append(bench_task(name, args.import_dir, args.work, args.rounds))
+        results.append(bench_task(name, args.import_dir, args.work, args.rounds, args.device, args.amp, args.bs))
     print(
         f"\n{'task':15} {'train img/s bare':>17} {'dermdl':>8} {'ratio':>6} {'infer img/s bare':>17} "
         f"{'dermdl':>8} {'ratio':>6} {'preprocess s':>13} {'rerun s':>8}"

@@ -221,6 +221,7 @@ def array_dataloaders(
     """fastai ``DataLoaders`` of a shuffled, augmented training loader and a plain validation loader;
     ``tabular(records)``: a second model input per image (fastai then calls ``model(x, tabular)``)."""
     from fastai.data.core import DataLoaders
+    from fastai.torch_core import default_device
 
     t = params.train
     train_dl = ArrayLoader(
@@ -243,4 +244,6 @@ def array_dataloaders(
         channels_last=t.channels_last,
         tabular=tabular(valid) if tabular else None,
     )
-    return DataLoaders(train_dl, valid_dl)
+    # The training device, set explicitly: batches are made (and augmented) there. Left unset, fastai reads
+    # the train loader's own device (CPU until moved) as the DataLoaders' and moves the model to the CPU.
+    return DataLoaders(train_dl, valid_dl, device=default_device())

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from dermdl.io import atomic_file, atomic_write_json
+from dermdl.launch import LAUNCH_KEYS
 from dermdl.models import read_state_dict
 from dermdl.records import Record
 
@@ -40,7 +41,9 @@ STATUS = "status.json"
 
 def fingerprint(params_dict: dict, train_records: list[Record], valid_records: list[Record]) -> str:
     """Everything that shapes the trajectory: parameters that train reads and the exact split."""
-    relevant = {k: v for k, v in params_dict.items() if k not in ("infer", "analyze", "demo", "out_dir")}
+    relevant = {k: v for k, v in params_dict.items() if k not in ("infer", "analyze", "demo", "out_dir", "threads")}
+    if isinstance(relevant.get("train"), dict):  # where processes run (node_rank differs per node): not the recipe
+        relevant["train"] = {k: v for k, v in relevant["train"].items() if k not in LAUNCH_KEYS}
     text = json.dumps(
         [relevant, [r["path"] for r in train_records], [r["path"] for r in valid_records]], sort_keys=True
     )

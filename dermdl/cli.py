@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         _common(stage)
         if name == "train":
             add_flags(stage.add_argument_group("thesis pipeline flags (override params.yaml; README)"))
+            stage.add_argument(
+                "--launch-dry-run",
+                action="store_true",
+                help="train.launcher torchrun: print the torchrun command this node would run, then exit",
+            )
     predict = sub.add_parser(
         "predict",
         help="predict new images with a trained model",
@@ -78,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         "CSV; detection: COCO results JSON, plus overlays/ next to it)",
     )
     predict.add_argument("--bs", type=int, default=32, help="batch size (default: %(default)s)")
+    predict.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads (PyTorch, OpenCV); 0 = automatic, like the params key threads (default: %(default)s)",
+    )
     predict.add_argument(
         "--strict",
         action="store_true",
@@ -421,7 +432,9 @@ def run(argv: list[str] | None = None) -> int:
         use_encrypted(False)
     if args.command == "predict":
         from dermdl.predict_command import run_predict
+        from dermdl.threads import pin_threads
 
+        pin_threads(args.threads, torch_now=False)  # an ONNX model runs without torch
         return run_predict(args)
     if args.command == "convert":
         return _convert(args)
@@ -454,11 +467,18 @@ def run(argv: list[str] | None = None) -> int:
     from dermdl import pipeline
 
     params = _load(args)
-    if args.command == "train":
-        from dermdl import distributed
+    from dermdl.threads import pin_threads
 
-        if distributed.should_launch(params):
-            return distributed.launch(params, list(sys.argv[1:] if argv is None else argv))
+    # before any work (parallel experiments and processes share the cores); validate and preprocess never
+    # import torch (seconds per stage): they pin OpenCV and their worker processes only
+    pin_threads(params.threads, torch_now=args.command not in ("validate", "preprocess"))
+    if args.command == "train":
+        from dermdl import launch  # torch-free: the launcher process only starts torchrun
+
+        if launch.should_launch(params):
+            return launch.launch(params, list(sys.argv[1:] if argv is None else argv), args.launch_dry_run)
+        if args.launch_dry_run:
+            raise ValueError("--launch-dry-run: nothing to launch; set train.launcher: torchrun (outside torchrun)")
     if args.command == "validate":
         return 0 if pipeline.validate(params).ok else 1
     getattr(pipeline, args.command)(params)

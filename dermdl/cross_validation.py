@@ -6,6 +6,10 @@ pooled out-of-fold metrics with bootstrap CIs (every sl_train image predicted ex
 model that never saw it). Test sets are untouched: the final model is trained afterwards as usual.
 
 Output: ``<out>/model/cv/{report.json, metrics.json, summary.md, fold_<i>/...}``.
+
+Under torchrun the folds run one after another, each data-parallel over every rank; rank 0 alone
+decides which folds a killed run had finished (it alone wrote them), predicts the held-out fold and
+writes; the other ranks only train, so no rank waits on a collective the others never join.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from dermdl import distributed
 from dermdl.arrays import PreparedImages
 from dermdl.bootstrap import format_value
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
@@ -55,17 +60,25 @@ def _fold(
     context: str = "",
 ) -> tuple[Any, Any]:
     """One fold's model: trained (resuming a killed fold from its checkpoint), or the one a killed
-    run had already finished (its weights are kept in ``work`` until the whole CV is done)."""
+    run had already finished (its weights are kept in ``work`` until the whole CV is done). Ranks other
+    than 0 train with the others but keep nothing: they get (None, None)."""
     from dermdl.checkpoint import fingerprint
     from dermdl.models import load_model, save_model
     from dermdl.train import fit
 
     key = fingerprint(params.to_dict(), train, valid)
     done = work / "done.json"
-    if done.is_file() and json.loads(done.read_text(encoding="utf-8")).get("key") == key:
+    finished = (
+        distributed.is_main() and done.is_file() and json.loads(done.read_text(encoding="utf-8")).get("key") == key
+    )
+    if distributed.from_main(finished):  # rank 0 wrote done.json: its reading is every rank's
+        if not distributed.is_main():
+            return None, None
         print(f"train: {work.name} was trained before the interruption; reusing its model")
         return load_model(work / "model")
     result = fit(task, params, train, valid, classes, work, weak_records=weak, context=context)
+    if not distributed.is_main():
+        return None, None
     save_model(result.model, result.config, work / "model")
     atomic_write_json(done, {"key": key})
     return result.model, result.config
@@ -89,6 +102,10 @@ def cross_validate(
 
     k = params.train.cv_folds
     splits = folds(records, k, params.train.seed)
+    if not distributed.is_main():  # train each fold with rank 0; it alone predicts, scores and writes
+        for index, (train, valid) in enumerate(splits):
+            _fold(task, params, train, valid, classes, work_dir / f"fold_{index}", weak, f"fold {index + 1}/{k}")
+        return {}
     held_out, predictions, per_fold_full, config = [], [], [], None
     with atomic_dir(cv_dir) as tmp:
         for index, (train, valid) in enumerate(splits):

@@ -1,8 +1,8 @@
-"""Data-parallel training under ``torchrun`` (one process per GPU, or CPU processes with gloo).
+"""Data-parallel training under ``torchrun`` (one process per GPU, or CPU processes with gloo), on one node or several.
 
 The train stage runs unchanged under ``torchrun --nproc_per_node N [--nnodes M ...]``; with
-``train.launcher: torchrun`` the stage starts torchrun itself (single node, ``train.nproc``
-processes), so ``dvc repro`` needs no other command. How it works, kept deliberately small:
+``train.launcher: torchrun`` the stage starts torchrun itself (:mod:`dermdl.launch`, which imports no
+torch), so ``dvc repro`` needs no other command. How it works, kept deliberately small:
 
 - every rank seeds identically, so all ranks draw the same shuffled order and each takes every
   N-th item of it: global batch j is exactly the single-process batch j (``train.bs`` is the
@@ -11,19 +11,20 @@ processes), so ``dvc repro`` needs no other command. How it works, kept delibera
   across ranks; NCCL on GPU, gloo on CPU);
 - every rank validates on the whole validation set, so validation metrics need no gathering and
   equal a single-process evaluation of the same weights;
-- only rank 0 writes logs, checkpoints, models and reports.
+- only global rank 0 (``RANK``, never ``LOCAL_RANK``: every node has a local rank 0) writes logs,
+  checkpoints, models and reports; a decision read from those files (a finished CV fold) is rank 0's,
+  broadcast to the others;
+- every collective waits at most ``train.dist_timeout`` seconds; a lost peer (a killed node) ends the
+  surviving ranks with one line (:func:`lost_peer`) instead of a hang.
 
-Multi-node: start the same command on every node, e.g. ``torchrun --nnodes 2 --node_rank R
---master_addr HOST --master_port 29500 --nproc_per_node 8 stages/train.py`` (``train.launcher:
-none``; the data and ``out_dir`` must be on a shared file system).
+Several nodes: docs/distributed.md (the data and ``out_dir`` on a shared file system).
 """
 
 from __future__ import annotations
 
 import math
 import os
-import subprocess
-import sys
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,32 +45,11 @@ def is_main() -> bool:
     return rank() == 0
 
 
-def under_launcher() -> bool:
-    return "LOCAL_RANK" in os.environ or "TORCHELASTIC_RUN_ID" in os.environ
+def init(timeout_s: int = 600) -> None:
+    """Join the process group torchrun set up (no-op for a single process); every collective then fails
+    after ``timeout_s`` seconds instead of waiting forever for a peer that is gone."""
+    from datetime import timedelta
 
-
-def should_launch(params: Any) -> bool:
-    return params.train.launcher == "torchrun" and not under_launcher()
-
-
-def launch(params: Any, cli_args: list[str]) -> int:
-    """Re-run this ``dermdl`` command under torchrun with ``train.nproc`` local processes."""
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={params.train.nproc}",
-        "-m",
-        "dermdl.cli",
-        *cli_args,
-    ]
-    print(f"train: launching {params.train.nproc} processes: {' '.join(command[1:])}", flush=True)
-    return subprocess.call(command)
-
-
-def init() -> None:
-    """Join the process group torchrun set up (no-op for a single process)."""
     if world_size() <= 1 or torch.distributed.is_initialized():
         return
     if torch.cuda.is_available():
@@ -77,13 +57,70 @@ def init() -> None:
         backend = "nccl"
     else:
         backend = "gloo"
-    torch.distributed.init_process_group(backend=backend)
+    torch.distributed.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
+
+
+def _joined() -> bool:
+    return world_size() > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def shutdown() -> None:
     if torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
+
+
+def from_main(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (itself when alone): a decision only rank 0 can make (it read a file
+    it alone writes, or ran the LR finder) taken by all. Pickled, so it works on NCCL (GPU) and gloo alike."""
+    if not _joined():
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@contextmanager
+def main_first() -> Iterator[None]:
+    """Rank 0 runs the block before the others (e.g. sets aside an unusable checkpoint that they then no
+    longer see), so no rank reads a file while rank 0 renames it."""
+    if _joined() and not is_main():
+        torch.distributed.barrier()
+    yield
+    if _joined() and is_main():
+        torch.distributed.barrier()
+
+
+def lost_peer(exc: BaseException, timeout_s: int) -> str | None:
+    """One line for a failed collective — a peer process or node gone (killed, crashed, out of memory) or
+    silent past ``train.dist_timeout``; None for any other error (and for a single process)."""
+    if world_size() <= 1:
+        return None
+    text = str(exc)
+    closed = any(marker in text for marker in _CLOSED)
+    silent = any(marker in text for marker in _SILENT)
+    if not (closed or silent or isinstance(exc, getattr(torch.distributed, "DistError", ()))):
+        return None
+    peer = re.search(r"by peer \[([^\]\s]+)\]", text)  # gloo names the peer's address, not its rank
+    if closed:
+        what = f"{'peer ' + peer[1] if peer else 'a peer'} closed the connection (its process or node stopped)"
+    elif silent:
+        what = f"no answer within {timeout_s} s (a node stopped, hung or lost the network)"
+    else:
+        what = f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no message'}"
+    return (
+        f"train: rank {rank()} of {world_size()} lost contact with the other training processes: {what}; "
+        f"check the other node's log for its error (train.dist_timeout={timeout_s} s bounds every wait)"
+    )
+
+
+#: what gloo, NCCL and the TCP store say when a peer is gone; torch raises most as a plain RuntimeError
+_CLOSED = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+_SILENT = (
+    "Timed out waiting",  # gloo
+    "Application timeout caused pair closure",  # gloo, the operation after a timed-out one
+    "Watchdog caught collective operation timeout",
+)
 
 
 @contextmanager

@@ -156,6 +156,15 @@ class TrainParams(_Section):
     # Data-parallel: torchrun = the train stage launches itself under torchrun with nproc processes.
     launcher: Literal["none", "torchrun"] = "none"
     nproc: int = Field(2, ge=1, le=1024)
+    # Several nodes (docs/distributed.md): left at 1 / 0 / "", a SLURM job's variables fill them in
+    # (dermdl.launch says which wins); rdzv_endpoint = host:port of node 0 (torchrun's c10d rendezvous)
+    nnodes: int = Field(1, ge=1, le=4096)
+    node_rank: int = Field(0, ge=0, le=4095)
+    rdzv_endpoint: str = ""
+    # Seconds any collective (and the rendezvous) waits for a peer: bounds the hang after a node is lost
+    # silently (a killed process is seen at once); must exceed the longest rank-0-only step (LR finder,
+    # a CV fold's held-out analysis), which 10 min does on HAM10000-sized data
+    dist_timeout: int = Field(600, ge=5, le=86_400)
 
     @field_validator("cv_folds")
     @classmethod
@@ -181,7 +190,20 @@ class TrainParams(_Section):
                 f"full_data trains without a validation split, so {needs_valid} cannot monitor anything; "
                 "set them to 0/false or full_data: false"
             )
+        if self.node_rank >= self.nnodes:
+            raise ValueError(
+                f"node_rank={self.node_rank} must be below nnodes={self.nnodes} (nodes are numbered 0..nnodes-1)"
+            )
+        if self.nnodes > 1 and not self.rdzv_endpoint:
+            raise ValueError(f"nnodes={self.nnodes} needs rdzv_endpoint: host:port of node 0, e.g. node0:29500")
         return self
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        from dermdl.launch import check_endpoint
+
+        return check_endpoint(value, "rdzv_endpoint")
 
     @field_validator("pretrained")
     @classmethod
@@ -262,6 +284,9 @@ class Params(_Section):
 
     task: str = "classification"  # a package in dermdl/tasks/ or a registered task (dermdl.tasks.task_names)
     out_dir: str = "outputs"
+    # CPU threads per process (dermdl.threads): parallel experiments and processes share the cores; 0 = automatic.
+    # No stage tracks it in dvc.yaml: it changes the speed (at most the last bits of float sums), not the recipe.
+    threads: int = Field(0, ge=0, le=4096)
     data: DataParams = DataParams()
     demo: DemoParams = DemoParams()
     preprocess: PreprocessParams = PreprocessParams()

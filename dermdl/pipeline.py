@@ -316,6 +316,18 @@ def _round_evaluator(task, params: Params, manifest: dict, rounds_dir: Path):
 
 def train(params: Params) -> dict[str, Any]:
     """Split sl_train (stratified, grouped), optionally cross-validate, train, save the model."""
+    from dermdl import distributed
+
+    try:
+        return _train(params)
+    except Exception as exc:  # a lost peer (killed node) is one line on the survivors, not a traceback or hang
+        message = distributed.lost_peer(exc, params.train.dist_timeout)
+        if message is None:
+            raise
+        raise StageError(message) from exc
+
+
+def _train(params: Params) -> dict[str, Any]:
     from dermdl.crypto import use_encrypted
 
     use_encrypted(params.data.encrypted)  # reads decrypt in memory, patient-derived writes encrypt
@@ -330,12 +342,7 @@ def train(params: Params) -> dict[str, Any]:
     check_prepared(params, manifest)  # built from another data root or size: refuse, do not train on it
     sl_train = _records(manifest, params.data.sl_train)
     grouped = attach_groups(params, sl_train)
-    distributed.init()
-    if params.train.cv_folds and distributed.world_size() > 1:
-        raise StageError(
-            "train.cv_folds runs in one process; set train.cv_folds: 0 for a multi-process run "
-            "(or train.launcher: none and run the cross-validation without torchrun)"
-        )
+    distributed.init(params.train.dist_timeout)
     weak = _records(manifest, params.data.wl_train) if params.train.weak_labels != "none" else None
     model_dir = params.out / "model"
     cv = None
@@ -347,7 +354,8 @@ def train(params: Params) -> dict[str, Any]:
         )
     train_records, valid_records = _split(params, sl_train)
     rounds_dir = model_dir / "rounds"
-    shutil.rmtree(rounds_dir, ignore_errors=True)  # an earlier run's rounds must not pass for this run's
+    if distributed.is_main():  # only global rank 0 writes
+        shutil.rmtree(rounds_dir, ignore_errors=True)  # an earlier run's rounds must not pass for this run's
     rounds_work = params.out / "checkpoint" / "rounds"  # kept across a kill like the checkpoint itself
     self_train = params.train.weak_labels == "self_train"
     evaluate = _round_evaluator(task, params, manifest, rounds_work) if self_train and distributed.is_main() else None
@@ -396,7 +404,9 @@ def train(params: Params) -> dict[str, Any]:
         **_training_speed(result.phases),
         "phases": result.phases,
     }
-    atomic_write_json(model_dir / "train.json", summary | {"processes": distributed.world_size()})
+    from dermdl.threads import threads_in_use  # per process (params threads): parallel runs share the cores
+
+    atomic_write_json(model_dir / "train.json", summary | {"processes": distributed.world_size(), **threads_in_use()})
     distributed.shutdown()
     from dermdl.console import train_summary
 

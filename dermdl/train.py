@@ -32,7 +32,17 @@ from dermdl.callbacks import (
 )
 from dermdl.checkpoint import Checkpoints, EpochState, RoundState, fingerprint
 from dermdl.console import live_bars, phase_start, phase_title
-from dermdl.distributed import DataParallel, alone, is_main, no_gather, shard_train_loader, unwrap, world_size
+from dermdl.distributed import (
+    DataParallel,
+    alone,
+    from_main,
+    is_main,
+    main_first,
+    no_gather,
+    shard_train_loader,
+    unwrap,
+    world_size,
+)
 from dermdl.models import ModelConfig
 from dermdl.optimizers import opt_func
 from dermdl.params import Params
@@ -186,12 +196,11 @@ class Session:
         from fastai.callback.schedule import valley
 
         if world_size() > 1:  # rank 0 alone, on its shard; every rank then uses its suggestion
-            lr = torch.tensor([0.0])
+            lr = None
             if is_main():
                 with learn.removed_cbs(learn.data_parallel), alone():
-                    lr[0] = self._lr_find_plot(learn, valley, plt)
-            torch.distributed.broadcast(lr, 0)
-            return float(lr[0])
+                    lr = self._lr_find_plot(learn, valley, plt)
+            return float(from_main(lr))
         return self._lr_find_plot(learn, valley, plt)
 
     def _lr_find_plot(self, learn, valley: Any, plt: Any) -> float:
@@ -425,10 +434,12 @@ def fit(
 
     seed_everything(params)
     checkpoints = Checkpoints(out, fingerprint(params.to_dict(), train_records, valid_records))
-    session = Session(task, params, classes, out, checkpoints, context)
+    with main_first():  # rank 0 sets aside an unusable checkpoint before the others look for one
+        session = Session(task, params, classes, out, checkpoints, context)
     try:
         learn, rounds = train_with_weak_labels(session, train_records, valid_records, weak_records or [], evaluate)
     finally:
         session.close()
-    checkpoints.finish()
+    if is_main():
+        checkpoints.finish()
     return session.result(learn, rounds)

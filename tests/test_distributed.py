@@ -1,4 +1,5 @@
-"""Data-parallel training: 2 CPU processes (gloo) under torchrun, launched by train.launcher."""
+"""Data-parallel training: 2 CPU processes (gloo) under torchrun, launched by train.launcher; global rank 0
+writes; a lost peer is one line."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from dermdl import distributed, pipeline
+from dermdl import distributed, launch, pipeline
 from dermdl.demo import generate_demo
 from dermdl.params import params_from_dict
 
@@ -37,10 +38,51 @@ def test_launch_only_outside_torchrun(monkeypatch):
     params = params_from_dict({"train": {"launcher": "torchrun", "nproc": 2}})
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
-    assert distributed.should_launch(params)
+    assert launch.should_launch(params)
     monkeypatch.setenv("LOCAL_RANK", "0")
-    assert not distributed.should_launch(params)
-    assert not distributed.should_launch(params_from_dict({}))
+    assert not launch.should_launch(params)
+    assert not launch.should_launch(params_from_dict({}))
+
+
+@pytest.mark.parametrize(
+    "env, main",
+    [({"RANK": "0", "LOCAL_RANK": "0"}, True), ({"RANK": "1", "LOCAL_RANK": "0"}, False), ({}, True)],
+)
+def test_rank_zero_is_the_global_rank(monkeypatch, env, main):
+    """Each node has a LOCAL_RANK 0; only global RANK 0 writes."""
+    for name in ("RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert distributed.is_main() is main
+
+
+GLOO_CLOSED = (
+    "[/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:561] Connection closed by peer [10.1.2.3]:27544. "
+    "This is typically caused by a remote worker crashing."
+)
+GLOO_TIMEOUT = "[/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 3000ms for recv"
+
+
+@pytest.mark.parametrize(
+    "world, exc, says",
+    [
+        ("2", RuntimeError(GLOO_CLOSED), ["rank 1 of 2", "peer 10.1.2.3 closed the connection", "other node's log"]),
+        ("2", RuntimeError(GLOO_TIMEOUT), ["rank 1 of 2", "no answer within 45 s"]),
+        ("2", RuntimeError("Application timeout caused pair closure"), ["no answer within 45 s"]),  # the op after
+        ("2", ValueError("data.metadata: no column 'age'"), None),  # not a communication failure: untouched
+        ("1", RuntimeError(GLOO_CLOSED), None),  # one process has no peers
+    ],
+)
+def test_lost_peer_is_one_line_naming_the_timeout_key(monkeypatch, world, exc, says):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", world)
+    message = distributed.lost_peer(exc, 45)
+    if says is None:
+        assert message is None
+        return
+    assert message is not None and "\n" not in message
+    assert all(part in message for part in [*says, "train.dist_timeout=45"])
 
 
 def _files(root) -> set[str]:
