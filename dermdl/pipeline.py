@@ -9,6 +9,9 @@ Output layout under ``params.out_dir`` (default ``outputs/``)::
     predictions/<test>.*            per test set: CSV (classification), masks (segmentation), COCO JSON (detection)
     metrics.json, report.json       headline point metrics (DVC metrics) and every metric with 95% CIs (analyze)
     plots/                          DVC plot data and PNG figures per test set (analyze)
+
+The stages' shared helpers live below this module: reading and fingerprinting the prepared data in
+:mod:`dermdl.manifest`, predicting the test sets (infer, self-training rounds) in :mod:`dermdl.predict_tests`.
 """
 
 from __future__ import annotations
@@ -19,32 +22,20 @@ import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from dermdl.errors import StageError
 from dermdl.headline import headline_metrics
 from dermdl.io import atomic_dir, atomic_write_json, atomic_write_text
 from dermdl.layout.report import Report
+from dermdl.manifest import MANIFEST, _all_datasets, _fingerprint, _records, load_manifest
 from dermdl.params import Params
 from dermdl.plot_folders import keep_plot_folders
+from dermdl.predict_tests import _round_evaluator, predict_tests
 from dermdl.records import Record
 from dermdl.report import write_report
 from dermdl.stale_prepared import check_prepared
 from dermdl.tasks import get_task
-
-MANIFEST = "manifest.json"
-
-
-def _roles(params: Params) -> dict[str, tuple[str, ...]]:
-    data = params.data
-    return {"wl_train": data.wl_train, "sl_train": data.sl_train, "sl_tests": data.sl_tests}
-
-
-def _all_datasets(params: Params) -> list[str]:
-    names: list[str] = []
-    for group in _roles(params).values():
-        names += [n for n in group if n not in names]
-    return names
 
 
 def validate(params: Params) -> Report:
@@ -103,52 +94,6 @@ def _check_splits(params: Params, task: Any, items: list, report: Report) -> Non
             folds(records, params.train.cv_folds, params.train.seed)
     except ValueError as exc:
         report.add(root / params.data.sl_train[0], f"train would stop: {exc}", fix)
-
-
-def _fingerprint(params: Params, items: list) -> str:
-    """What the prepared data depends on: the settings that shape it and every source file's identity
-    (path, size, modification time; a mask or annotation target too). Equal = nothing to redo."""
-    import hashlib
-
-    from dermdl.arrays import FORMAT
-
-    settings = {
-        "format": FORMAT,
-        "task": params.task,
-        "root": str(Path(params.data.root).resolve()),
-        "datasets": _all_datasets(params),
-        "size": params.preprocess.size,
-        "resize": params.preprocess.resize,
-        "color_constancy": params.preprocess.color_constancy,
-    } | get_task(params.task).prepare_settings(params)
-    if params.preprocess.patch_size:  # absent when off: whole-image fingerprints stay as they were
-        settings["patches"] = _patch_settings(params)
-    if params.data.encrypted:  # clear and encrypted arrays differ on disk (key unchanged: same fingerprint)
-        settings["encrypted"] = True
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
-    for item in items:
-        digest.update(
-            f"{item.dataset}|{item.path}|{_file_identity(item.path)}|{item.target}|"
-            f"{_file_identity(item.target)}\n".encode()
-        )
-    return digest.hexdigest()
-
-
-def _patch_settings(params: Params) -> list:
-    pre = params.preprocess
-    return [pre.patch_size, pre.patch_overlap, pre.patch_min_visible]
-
-
-def _file_identity(value: Any) -> str:
-    """Size and modification time when ``value`` names a file (a mask), else empty (a class name, a
-    detection annotation: hashed as text)."""
-    if not isinstance(value, (str, Path)) or (isinstance(value, str) and (len(value) > 4096 or "\n" in value)):
-        return ""
-    try:
-        stat = Path(value).stat()
-    except (OSError, ValueError):
-        return ""
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
 
 
 def preprocess(params: Params) -> dict[str, Any]:
@@ -223,35 +168,6 @@ def preprocess(params: Params) -> dict[str, Any]:
     return manifest
 
 
-def load_manifest(params: Params) -> dict[str, Any]:
-    path = params.out / "prepared" / MANIFEST
-    if not path.is_file():
-        raise StageError(f"{path}: missing; run the preprocess stage first (`dvc repro preprocess`)")
-    from dermdl.arrays import arrays_dir
-
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    # the JSON boundary: preprocess wrote these records (dermdl.records.Record); typed from here on
-    datasets = cast(dict[str, list[Record]], manifest["datasets"])
-    for dataset, records in datasets.items():
-        arrays = str(arrays_dir(path.parent, dataset))
-        for record in records:
-            if "row" not in record:
-                raise StageError(
-                    f"{path}: prepared by an older dermdl (no image arrays); "
-                    "re-run the preprocess stage (`dvc repro preprocess`)"
-                )
-            record["dataset"] = dataset
-            record["arrays"] = arrays
-    return manifest
-
-
-def _records(manifest: dict, names: tuple[str, ...]) -> list[Record]:
-    missing = [n for n in names if n not in manifest["datasets"]]
-    if missing:
-        raise StageError(f"datasets {missing} are not in the prepared data; re-run `dvc repro preprocess`")
-    return [r for n in names for r in manifest["datasets"][n]]
-
-
 def attach_groups(params: Params, records: list[Record]) -> int:
     """Give records their lesion/patient id (data.groups or <root>/groups.csv) so validation splits and
     CV folds keep a group on one side; returns how many records got one."""
@@ -279,39 +195,6 @@ def _split(params: Params, sl_train: list[Record]) -> tuple[list[Record], list[R
     if params.train.full_data:  # no validation: never borrow a test set for it (the thesis did; it leaks)
         return list(sl_train), []
     return stratified_split(sl_train, params.train.valid_size, params.train.seed)
-
-
-def predict_tests(task, model, config, params: Params, manifest: dict, dest: Path) -> dict[str, Path]:
-    """Predictions of every test set into ``dest``; returns name -> file written."""
-    from dermdl.arrays import PreparedImages
-    from dermdl.tiling import Tiles
-
-    written = {}
-    for name in params.data.sl_tests:
-        records = _records(manifest, (name,))
-        images = PreparedImages(records)
-        if params.infer.tile_size:  # large prepared images (preprocess.size) by tiles: docs/large-images.md
-            tiles = Tiles(params.infer.tile_size, params.infer.tile_overlap, params.infer.tile_aggregate)
-            preds = task.predict_tiled(model, config, images, params.infer.bs, params.tta, tiles)
-        else:
-            preds = task.predict(model, config, images, params.infer.bs, params.tta)
-        written[name] = task.write_predictions(records, preds, config, dest, name)
-    return written
-
-
-def _round_evaluator(task, params: Params, manifest: dict, rounds_dir: Path):
-    """Self-training: score a round's model on every test set (predictions and plots kept per round)."""
-
-    def evaluate(model, config, index: int) -> dict:
-        folder = rounds_dir / f"round_{index}"
-        shutil.rmtree(folder, ignore_errors=True)  # an interrupted attempt at this round
-        predict_tests(task, model, config, params, manifest, folder / "predictions")
-        return {
-            name: task.analyze(folder / "predictions", name, config, params, folder / "plots")
-            for name in params.data.sl_tests
-        }
-
-    return evaluate
 
 
 def train(params: Params) -> dict[str, Any]:

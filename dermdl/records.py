@@ -1,7 +1,7 @@
 """The manifest record: one prepared image, as every stage after preprocess sees it.
 
 A record is born in a task's ``prepare_item`` (``dermdl/tasks/<name>/data.py``), numbered by
-:class:`dermdl.arrays.ImageRows` and stored in ``prepared/manifest.json``; :func:`dermdl.pipeline.load_manifest`
+:class:`dermdl.arrays.ImageRows` and stored in ``prepared/manifest.json``; :func:`dermdl.manifest.load_manifest`
 adds where its pixels are (``dataset``, ``arrays``) and :func:`dermdl.pipeline.attach_groups` its lesion/patient
 id (``group``). Those two functions are the only places that change a record after it is written;
 everything else reads records or makes changed copies (``{**record, "target": ...}``: pseudo-labels).
@@ -61,12 +61,12 @@ class Record(TypedDict, total=False):
     # --- added by the core --------------------------------------------------------------------------
     # The record's index in its dataset's images.npy (and targets.npy). Written by arrays.ImageRows.add
     # (preprocess); read by arrays.ArrayStore (training batches, PreparedImages), arrays.image_of,
-    # batches.Masks; pipeline.load_manifest refuses manifests without it (prepared by an older dermdl).
+    # batches.Masks; manifest.load_manifest refuses manifests without it (prepared by an older dermdl).
     row: int
-    # The dataset the record belongs to. Written by pipeline.load_manifest (not stored in the manifest,
+    # The dataset the record belongs to. Written by manifest.load_manifest (not stored in the manifest,
     # whose records are grouped by dataset); for people and scripts reading records, dermdl reads it nowhere.
     dataset: str
-    # The folder of the dataset's images.npy/targets.npy. Written by pipeline.load_manifest (and on
+    # The folder of the dataset's images.npy/targets.npy. Written by manifest.load_manifest (and on
     # preprocess's copies in arrays.write_targets); read by arrays.ArrayStore, arrays.prepared_root,
     # arrays.image_of, batches.Masks.
     arrays: str

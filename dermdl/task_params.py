@@ -1,8 +1,9 @@
 """The parameter sections every params.yaml shares the base of, and the sections each task owns
 (``classification:``, ``segmentation:``, ``detection:``): the network, its loss and the task's options.
 
-Kept apart from :mod:`dermdl.params` (the schedule, data and stage sections, and loading) so each file
-stays readable; :class:`dermdl.params.Params` puts them together.
+Kept apart from the schedule (:mod:`dermdl.train_params`), the data and stage sections
+(:mod:`dermdl.stage_params`) and loading (:mod:`dermdl.params`) so each file stays readable;
+:class:`dermdl.params.Params` puts them together.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from dermdl.cli import THESIS_FLAGS, _load, build_parser, main
+from dermdl.cli import THESIS_FLAGS, _load, main
+from dermdl.cli_parser import build_parser
 from dermdl.models import ModelConfig, save_model
 from dermdl.tasks.classification.model import build_classifier
 

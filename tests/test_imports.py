@@ -1,10 +1,15 @@
 """The module graph has no import cycle, counting imports inside functions (lazy imports hide cycles
-from Python but not from a reader: train -> weak_labels -> pipeline -> train was one)."""
+from Python but not from a reader: train -> weak_labels -> pipeline -> train was one); and what the CLI
+and the params modules load at start-up stays free of torch (seconds of start-up for ``--help``)."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dermdl"
 
@@ -66,3 +71,22 @@ def test_no_import_cycles():
 def test_the_check_sees_a_lazy_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def _imported(*args: str) -> set[str]:
+    """Every module a fresh interpreter imports for ``python -X importtime ARGS``."""
+    run = subprocess.run([sys.executable, "-X", "importtime", *args], capture_output=True, text=True, check=True)
+    return {line.split("|")[-1].strip() for line in run.stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize(
+    ("args", "loads_torch"),
+    [
+        (("-m", "dermdl.cli", "--help"), False),
+        (("-c", "import dermdl.params"), False),
+        (("-c", "import dermdl.stage_params, dermdl.train_params, dermdl.task_params"), False),
+        (("-c", "import dermdl.train"), True),  # the training core does: the probe sees a torch import
+    ],
+)
+def test_start_up_imports_torch_only_where_it_trains(args, loads_torch):
+    assert ("torch" in _imported(*args)) is loads_torch

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -194,11 +195,22 @@ def test_dvc_lock_records_the_committed_metrics():
         assert recorded[name] == hashlib.md5((ROOT / name).read_bytes()).hexdigest(), name
 
 
+def _outside_make() -> dict[str, str]:
+    """The environment without a calling make's flags (`make test` runs this suite: a nested make would
+    inherit -n/-s/-j and print "Entering directory" lines)."""
+    return {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS", "MAKEOVERRIDES")}
+
+
 def test_make_reproduce_starts_from_scratch_prints_the_diff_and_gates_last():
     """`make -n` prints the recipe without running it: outputs deleted, every stage forced without the run
     cache, the diff printed even when it fails (make's '-' prefix), then the gate decides the exit status."""
     dry = subprocess.run(
-        ["make", "-n", "-o", ".venv/.installed", "reproduce"], cwd=ROOT, capture_output=True, text=True, check=True
+        ["make", "-n", "--no-print-directory", "-o", ".venv/.installed", "reproduce"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_outside_make(),
     ).stdout.splitlines()
     steps = [line for line in dry if not line.startswith("test -d .dvc")]
     assert steps[0] == "rm -rf outputs data/demo"

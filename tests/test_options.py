@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dermdl import options
-from dermdl.cli import build_parser
+from dermdl.cli_parser import build_parser
 from dermdl.inference import TTA_VIEWS
 from dermdl.optimizers import opt_func
 from dermdl.params import params_from_dict

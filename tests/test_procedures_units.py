@@ -12,9 +12,9 @@ from fastai.callback.core import CancelFitException
 
 from dermdl.callbacks import Monitor, balanced_sampler, check_monitor, precision
 from dermdl.params import ParamsError, params_from_dict
+from dermdl.session import scaled
 from dermdl.splits import folds, stratified_split
 from dermdl.tasks.segmentation.losses import SegmentationLoss
-from dermdl.train import scaled
 
 
 def _run_monitor(values: list[float], patience: int, keep_best: bool):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from dermdl.cli import _load, build_parser, main
+from dermdl.cli import _load, main
+from dermdl.cli_parser import build_parser
 from dermdl.errors import ParamsError
 from dermdl.thesis_flags import THESIS_FLAGS, Flag
 

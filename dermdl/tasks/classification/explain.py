@@ -194,7 +194,7 @@ def select_cases(
 
 def _prepared(all_params: Any, name: str, paths: Sequence[str]) -> list[Any]:
     """The prepared records (pixels infer predicted from) of the given predictions-file paths."""
-    from dermdl.pipeline import load_manifest
+    from dermdl.manifest import load_manifest
 
     records = {r["source"]: r for r in load_manifest(all_params)["datasets"].get(name, [])}
     missing = [p for p in paths if p not in records]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import fastai.callback.progress  # noqa: F401  (patches the progress table into Learner, as fastai.vision.all does)
-import fastai.callback.schedule  # noqa: F401  (patches Learner.fit_one_cycle, used by dermdl.train)
+import fastai.callback.schedule  # noqa: F401  (patches Learner.fit_one_cycle, used by dermdl.session)
 import torch
 from fastai.callback.core import Callback
 from fastai.learner import Metric
