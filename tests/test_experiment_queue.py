@@ -11,7 +11,6 @@ import itertools
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from project_copy import copy_project
 
 from dermdl.checkpoint import fingerprint
 from dermdl.errors import ParamsError
@@ -193,17 +193,7 @@ def _stop_workers(repo: Path, env: dict[str, str]) -> None:
 def grid(tmp_path_factory):
     """The project's pipeline in a new git repo, demo prepared and committed, then a 2 x 2 grid run by the queue."""
     repo = tmp_path_factory.mktemp("queue") / "project"
-    listed = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", *PROJECT_FILES],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    for name in filter(None, listed):
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
+    copy_project(repo, *PROJECT_FILES)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["preprocess"]["size"] = 64
     params["train"].update(input_size=64, fepochs=1, epochs=1, bs=32)

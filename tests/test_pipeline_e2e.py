@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from project_copy import copy_project
 
 ROOT = Path(__file__).resolve().parents[1]
 # one worker runs the whole module, so the expensive `dvc repro` fixture runs once under xdist
@@ -35,17 +36,7 @@ def _run(args, cwd, env, check=True):
 def project(tmp_path_factory):
     """A copy of the project's tracked files, committed in a new git repository, with fast params."""
     repo = tmp_path_factory.mktemp("e2e") / "project"
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\n")
-    for name in filter(None, files):
-        if (ROOT / name).is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, repo / name)
+    copy_project(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["preprocess"]["size"] = 64
     params["train"].update(input_size=64, fepochs=1, epochs=1, bs=32)
