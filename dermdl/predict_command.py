@@ -72,7 +72,9 @@ def _predictor(args: argparse.Namespace) -> tuple[Callable[..., Any], Any, Any]:
             raise ValueError("--explain needs the PyTorch model folder (model.pt + model.json), not an ONNX file")
         if _tiles(args) is not None:
             raise ValueError("--tile-size needs the PyTorch model folder (model.pt + model.json), not an ONNX file")
-        onnx = load_onnx(exported)
+        from dermdl.threads import onnx_threads
+
+        onnx = load_onnx(exported, onnx_threads(getattr(args, "threads", 0)))
         return partial(get_task(onnx.config.task).onnx_predict, onnx), onnx.config, None
     if getattr(args, "explain", False):
         _check_explain(args)

@@ -90,6 +90,12 @@ def pin_threads(requested: int, *, torch_now: bool = True) -> int | None:
     return count
 
 
+def onnx_threads(requested: int) -> int:
+    """ONNX Runtime's intra-op thread count for ``threads: requested`` (0: its own default, one per core).
+    It reads no ``OMP_NUM_THREADS``, so the rule above reaches it only through its session options."""
+    return resolve_threads(requested, os.environ, usable_cores()) or 0
+
+
 def threads_in_use() -> dict[str, int]:
     """What torch computes with now (model/train.json records it: a test or a reader can check the pin)."""
     import torch

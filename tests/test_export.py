@@ -221,6 +221,22 @@ def test_predict_with_the_onnx_file_writes_what_pytorch_writes_without_torch(exp
     assert len(list((tmp_path / "overlays" / "detection_onnx").glob("*.png"))) == len(exported["detection"]["images"])
 
 
+@pytest.mark.parametrize(
+    "threads, env, expected",
+    [(2, {}, 2), (0, {"OMP_NUM_THREADS": "1"}, 1), (0, {}, 0)],  # 0: ONNX Runtime's default (one per core)
+)
+def test_onnx_runtime_gets_the_thread_rule(exported, monkeypatch, threads, env, expected):
+    """ONNX Runtime ignores OMP_NUM_THREADS: `predict --threads` / torchrun's 1 must reach its session options."""
+    from dermdl.threads import onnx_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    onnx = load_onnx(exported["classification"]["onnx"], onnx_threads(threads))
+    assert onnx.session.get_session_options().intra_op_num_threads == expected
+
+
 def test_a_model_folder_with_weights_stays_on_pytorch_and_onnx_files_are_recognised(exported, tmp_path):
     folder, exported_file = exported["classification"]["dir"], exported["classification"]["onnx"]
     (folder / "model.onnx").write_bytes(exported_file.read_bytes())
