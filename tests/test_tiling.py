@@ -180,14 +180,19 @@ def test_unknown_aggregate_names_the_key():
         aggregate(np.ones((2, 2)) / 2, "median")
 
 
-def test_classifier_tile_probabilities_are_each_tile_classified_alone():
+def _tiny_classifier() -> tuple[torch.nn.Module, ModelConfig]:
+    """A seeded 3-class classifier at 32 px in eval mode, and its config."""
     torch.manual_seed(0)
     model, (mean, std) = build_classifier("efficientnet_lite0", 3, pretrained=False)
     config = ModelConfig(
         task="classification", arch="efficientnet_lite0", classes=["a", "b", "c"], input_size=32,
         mean=list(mean), std=list(std), preprocess_size=32, resize="squish",
     )  # fmt: skip
-    model.eval()
+    return model.eval(), config
+
+
+def test_classifier_tile_probabilities_are_each_tile_classified_alone():
+    model, config = _tiny_classifier()
     image = np.random.default_rng(1).integers(0, 256, (64, 96, 3), dtype=np.uint8)
     tiles = tile_probabilities(model, config, image, tile=32, overlap=0.0, bs=4, tta="none")
     assert tiles.shape == (len(tile_grid(64, 96, 32)), 3)
@@ -273,13 +278,7 @@ def test_classification_predict_tiled_aggregates_each_image(tmp_path, how):
     from dermdl.tasks.classification.tiled import predict_tiled
     from dermdl.tiling import Tiles
 
-    torch.manual_seed(0)
-    model, (mean, std) = build_classifier("efficientnet_lite0", 3, pretrained=False)
-    config = ModelConfig(
-        task="classification", arch="efficientnet_lite0", classes=["a", "b", "c"], input_size=32,
-        mean=list(mean), std=list(std), preprocess_size=32, resize="squish",
-    )  # fmt: skip
-    model.eval()
+    model, config = _tiny_classifier()
     rng = np.random.default_rng(2)
     paths = []
     for i, shape in enumerate([(64, 96, 3), (40, 40, 3)]):
